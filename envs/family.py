@@ -33,141 +33,28 @@ SPLITS = ("train", "test", "ood")
 # ``opt`` fields. A family may vary only these between tasks, so all tasks of a family run in one batched
 # simulator on either engine. tests/envs/test_families.py checks the list against an installed mujoco_warp.
 WARP_BATCHABLE = frozenset(
-    [
-        "actuator_acc0",
-        "actuator_actrange",
-        "actuator_armature",
-        "actuator_biasprm",
-        "actuator_cranklength",
-        "actuator_ctrlrange",
-        "actuator_damping",
-        "actuator_dampingpoly",
-        "actuator_delay",
-        "actuator_dynprm",
-        "actuator_forcerange",
-        "actuator_gainprm",
-        "actuator_gear",
-        "actuator_history",
-        "actuator_historyadr",
-        "actuator_lengthrange",
-        "body_gravcomp",
-        "body_inertia",
-        "body_invweight0",
-        "body_ipos",
-        "body_iquat",
-        "body_mass",
-        "body_pos",
-        "body_quat",
-        "body_subtreemass",
-        "cam_fovy",
-        "cam_intrinsic",
-        "cam_mat0",
-        "cam_pos",
-        "cam_pos0",
-        "cam_poscom0",
-        "cam_quat",
-        "dof_armature",
-        "dof_damping",
-        "dof_dampingpoly",
-        "dof_frictionloss",
-        "dof_invweight0",
-        "dof_solimp",
-        "dof_solref",
-        "eq_data",
-        "eq_solimp",
-        "eq_solref",
-        "geom_aabb",
-        "geom_adhesion",
-        "geom_dataid",
-        "geom_friction",
-        "geom_gap",
-        "geom_margin",
-        "geom_matid",
-        "geom_pos",
-        "geom_quat",
-        "geom_rbound",
-        "geom_rgba",
-        "geom_size",
-        "geom_solimp",
-        "geom_solmix",
-        "geom_solref",
-        "geom_surfacevel",
-        "jnt_actfrcrange",
-        "jnt_axis",
-        "jnt_margin",
-        "jnt_pos",
-        "jnt_range",
-        "jnt_solimp",
-        "jnt_solref",
-        "jnt_springyield",
-        "jnt_stiffness",
-        "jnt_stiffnesspoly",
-        "light_active",
-        "light_ambient",
-        "light_attenuation",
-        "light_castshadow",
-        "light_cutoff",
-        "light_diffuse",
-        "light_dir",
-        "light_dir0",
-        "light_exponent",
-        "light_pos",
-        "light_pos0",
-        "light_poscom0",
-        "light_specular",
-        "light_type",
-        "mat_emission",
-        "mat_rgba",
-        "mat_shininess",
-        "mat_specular",
-        "mat_texid",
-        "mat_texrepeat",
-        "mat_texuniform",
-        "pair_adhesion",
-        "pair_friction",
-        "pair_gap",
-        "pair_margin",
-        "pair_solimp",
-        "pair_solref",
-        "pair_solreffriction",
-        "qpos0",
-        "qpos_spring",
-        "sensor_delay",
-        "sensor_history",
-        "sensor_historyadr",
-        "sensor_interval",
-        "site_pos",
-        "site_quat",
-        "tendon_actfrcrange",
-        "tendon_armature",
-        "tendon_damping",
-        "tendon_dampingpoly",
-        "tendon_frictionloss",
-        "tendon_invweight0",
-        "tendon_length0",
-        "tendon_lengthspring",
-        "tendon_margin",
-        "tendon_range",
-        "tendon_solimp_fri",
-        "tendon_solimp_lim",
-        "tendon_solref_fri",
-        "tendon_solref_lim",
-        "tendon_springyield",
-        "tendon_stiffness",
-        "tendon_stiffnesspoly",
-        "opt.ccd_tolerance",
-        "opt.density",
-        "opt.gravity",
-        "opt.impratio_invsqrt",
-        "opt.ls_tolerance",
-        "opt.magnetic",
-        "opt.noslip_tolerance",
-        "opt.sleep_tolerance",
-        "opt.timestep",
-        "opt.tolerance",
-        "opt.viscosity",
-        "opt.wind",
-    ]
+    """
+    actuator_acc0 actuator_actrange actuator_armature actuator_biasprm actuator_cranklength
+    actuator_ctrlrange actuator_damping actuator_dampingpoly actuator_delay actuator_dynprm
+    actuator_forcerange actuator_gainprm actuator_gear actuator_history actuator_historyadr
+    actuator_lengthrange body_gravcomp body_inertia body_invweight0 body_ipos body_iquat body_mass
+    body_pos body_quat body_subtreemass cam_fovy cam_intrinsic cam_mat0 cam_pos cam_pos0 cam_poscom0
+    cam_quat dof_armature dof_damping dof_dampingpoly dof_frictionloss dof_invweight0 dof_solimp
+    dof_solref eq_data eq_solimp eq_solref geom_aabb geom_adhesion geom_dataid geom_friction geom_gap
+    geom_margin geom_matid geom_pos geom_quat geom_rbound geom_rgba geom_size geom_solimp geom_solmix
+    geom_solref geom_surfacevel jnt_actfrcrange jnt_axis jnt_margin jnt_pos jnt_range jnt_solimp
+    jnt_solref jnt_springyield jnt_stiffness jnt_stiffnesspoly light_active light_ambient
+    light_attenuation light_castshadow light_cutoff light_diffuse light_dir light_dir0 light_exponent
+    light_pos light_pos0 light_poscom0 light_specular light_type mat_emission mat_rgba mat_shininess
+    mat_specular mat_texid mat_texrepeat mat_texuniform pair_adhesion pair_friction pair_gap pair_margin
+    pair_solimp pair_solref pair_solreffriction qpos0 qpos_spring sensor_delay sensor_history
+    sensor_historyadr sensor_interval site_pos site_quat tendon_actfrcrange tendon_armature
+    tendon_damping tendon_dampingpoly tendon_frictionloss tendon_invweight0 tendon_length0
+    tendon_lengthspring tendon_margin tendon_range tendon_solimp_fri tendon_solimp_lim tendon_solref_fri
+    tendon_solref_lim tendon_springyield tendon_stiffness tendon_stiffnesspoly opt.timestep
+    opt.tolerance opt.ls_tolerance opt.noslip_tolerance opt.ccd_tolerance opt.sleep_tolerance
+    opt.gravity opt.wind opt.magnetic opt.density opt.viscosity opt.impratio_invsqrt
+    """.split()
 )
 
 Value = float | int | str
@@ -281,9 +168,7 @@ class TaskBatch:
         family = make_family(obj.get("family"))
         split = obj.get("split")
         if split not in SPLITS:
-            raise ValueError(
-                f"task batch split={split!r} is not allowed: expected one of {', '.join(SPLITS)}"
-            )
+            raise ValueError(f"task batch split={split!r} is not allowed: expected one of {', '.join(SPLITS)}")
         tasks = tuple(family.validate(t, where=f"tasks[{i}]") for i, t in enumerate(obj["tasks"]))
         seed = obj.get("seed")
         if seed is not None and not isinstance(seed, int):
@@ -366,7 +251,7 @@ class Family:
                     raise TypeError(f"{self.name} {split} region must name exactly {sorted(names)}")
                 for k, dom in r.items():
                     p = self._by_name[k]
-                    for v in dom if p.categorical else dom:
+                    for v in dom:
                         p.check(v, where=f"{self.name}.{split}")
         for o in self.ood:
             for t in self.train:
@@ -432,9 +317,7 @@ class Family:
             )
         missing = [k for k in self._by_name if k not in task]
         if missing:
-            raise ValueError(
-                f"{where}.{missing[0]} is missing: {self.name} tasks need {', '.join(self._by_name)}"
-            )
+            raise ValueError(f"{where}.{missing[0]} is missing: {self.name} tasks need {', '.join(self._by_name)}")
         return {p.name: p.check(task[p.name], where) for p in self.params}
 
     def task_tensors(
@@ -485,18 +368,14 @@ class Family:
         m = self.model0
         like = next(iter(task.values()))
         qpos = torch.as_tensor(m.qpos0, dtype=like.dtype, device=like.device).repeat(b, 1)
-        qpos = qpos + torch.as_tensor(
-            rng.uniform(-0.01, 0.01, qpos.shape), dtype=like.dtype, device=like.device
-        )
+        qpos = qpos + torch.as_tensor(rng.uniform(-0.01, 0.01, qpos.shape), dtype=like.dtype, device=like.device)
         return {"qpos": qpos, "qvel": torch.zeros(b, m.nv, dtype=like.dtype, device=like.device)}
 
     def control(self, action: torch.Tensor, state: SimState, task: TaskTensors) -> dict[str, torch.Tensor]:
         """MjData fields to write before the physics steps, from actions ``[B, action_dim]`` in ``[-1, 1]``.
 
         Default: ``ctrl`` = the action mapped linearly onto each actuator's ``ctrlrange``."""
-        lo, hi = (
-            torch.as_tensor(self.model0.actuator_ctrlrange[:, i], dtype=state.ctrl.dtype) for i in (0, 1)
-        )
+        lo, hi = (torch.as_tensor(self.model0.actuator_ctrlrange[:, i], dtype=state.ctrl.dtype) for i in (0, 1))
         a = action.clamp(-1, 1).to(state.ctrl.dtype)
         return {"ctrl": lo + (a + 1) * 0.5 * (hi - lo)}
 
@@ -504,9 +383,7 @@ class Family:
         """Observation ``[B, obs_dim]``: only what the robot could sense, never the task parameters."""
         raise NotImplementedError
 
-    def reward_terms(
-        self, state: SimState, action: torch.Tensor, task: TaskTensors
-    ) -> dict[str, torch.Tensor]:
+    def reward_terms(self, state: SimState, action: torch.Tensor, task: TaskTensors) -> dict[str, torch.Tensor]:
         """Named reward terms, each ``[B]``; the reward is their sum."""
         raise NotImplementedError
 

@@ -63,9 +63,7 @@ class Point(Family):
     def observe(self, state: SimState) -> torch.Tensor:
         return torch.cat([state.qpos[:, :2], state.qvel[:, :2]], dim=1)
 
-    def reward_terms(
-        self, state: SimState, action: torch.Tensor, task: TaskTensors
-    ) -> dict[str, torch.Tensor]:
+    def reward_terms(self, state: SimState, action: torch.Tensor, task: TaskTensors) -> dict[str, torch.Tensor]:
         return {
             "distance": -self._to_goal(state, task).norm(dim=1),
             "control": -0.01 * action.clamp(-1, 1).square().sum(dim=1).to(state.qpos.dtype),
