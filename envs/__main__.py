@@ -1,0 +1,178 @@
+"""``python -m envs``: list the families, show one in detail, sample task batches, render sampled tasks.
+
+python -m envs list
+python -m envs show door
+python -m envs sample door --split ood --n 4 --seed 0 > tasks.json
+python -m envs render door --split ood --n 4 --out doors.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from envs.family import SPLITS, Family, Task
+from envs.registry import FAMILIES, make_family
+
+
+def _fmt_domain(d) -> str:
+    return "{" + ", ".join(d) + "}" if isinstance(d[0], str) else f"[{d[0]:g}, {d[1]:g}]"
+
+
+def _fmt_regions(f: Family, regions) -> list[str]:
+    """One line per region, naming only what differs from the first train region."""
+    base = f.train[0]
+    lines = []
+    for r in regions:
+        diff = {k: v for k, v in r.items() if tuple(v) != tuple(base[k])} if r is not base else dict(r)
+        lines.append(", ".join(f"{k} ∈ {_fmt_domain(v)}" for k, v in diff.items()))
+    return lines
+
+
+def cmd_list(_: argparse.Namespace) -> None:
+    for name in FAMILIES:
+        f = make_family(name)
+        print(f"{name:8s} {f.description}")
+        print(f"{'':8s} obs {f.obs_dim}, action {f.action_dim}, {f.episode_length} steps per episode")
+        print(f"{'':8s} params: {', '.join(p.name for p in f.params)}")
+        print(f"{'':8s} train: " + " | ".join(_fmt_regions(f, f.train)))
+        print(f"{'':8s} ood:   " + " | ".join(_fmt_regions(f, f.ood)))
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    f = make_family(args.family)
+    if args.json:
+        print(json.dumps(f.describe(), indent=1))
+        return
+    d = f.describe()
+    print(f"{f.name}: {f.description}")
+    print(
+        f"observation {f.obs_dim}, action {f.action_dim} in [-1, 1], {f.episode_length} steps of {d['control_dt']:g} s"
+    )
+    print(f"reward: {f.reward_doc}")
+    print(f"success: {f.success_doc}")
+    if f.scripted_success is not None:
+        print(f"scripted controller: solves ≥ {f.scripted_success:.0%} of train tasks")
+    print(f"varies per task (MjModel fields): {', '.join(sorted(f.varying_fields)) or 'none'}")
+    print("parameters:")
+    for p in f.params:
+        print(f"  {p.name}: {p.doc}; {p.allowed()}")
+        print(f"    train: {' | '.join(_fmt_domain(r[p.name]) for r in f.train)}")
+        print(f"    ood:   {' | '.join(_fmt_domain(r[p.name]) for r in f.ood)}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    print(make_family(args.family).sample(args.seed, args.n, args.split).to_json())
+
+
+def caption(task: Task) -> str:
+    parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in task.items()]
+    lines, line = [], ""
+    for p in parts:  # wrap at ~44 characters so captions fit a tile
+        if line and len(line) + len(p) > 44:
+            lines.append(line)
+            line = ""
+        line = f"{line}  {p}" if line else p
+    return "\n".join([*lines, line])
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from envs.task_env import TaskEnv
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out} is not allowed: expected a .png file")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise ValueError(f"--out {out} is not allowed: folder {out.parent} does not exist or is not writable")
+    f = make_family(args.family)
+    batch = f.sample(args.seed, args.n, args.split)
+    cols = math.ceil(math.sqrt(args.n))
+    rows = math.ceil(args.n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (ax, task) in enumerate(zip(axes.flat, batch.tasks, strict=False)):
+        env = TaskEnv(f, task, render_mode="rgb_array", width=320, height=240)
+        env.reset(seed=args.seed + i)
+        for _ in range(args.steps):
+            scripted = f.scripted_success is not None
+            env.step(env.scripted_action() if scripted else np.zeros(f.action_dim, np.float32))
+        ax.imshow(env.render())
+        env.close()
+        ax.set_title(caption(task), fontsize=6.5)
+    fig.suptitle(f"{f.name} — {args.split} split, seed {args.seed}", fontsize=10)
+    fig.tight_layout()
+    # Write next to the target and rename, so a failed render never leaves a half-written file.
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".png", delete=False) as tmp:
+        fig.savefig(tmp.name, dpi=110)
+    os.replace(tmp.name, out)
+    print(f"wrote {out} ({args.n} {args.split} tasks of {f.name})")
+
+
+def int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m envs", description="robometa task families")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="families with their parameters and split regions").set_defaults(run=cmd_list)
+    show = sub.add_parser("show", help="one family in detail")
+    show.add_argument("family", choices=list(FAMILIES))
+    show.add_argument("--json", action="store_true", help="print the description as JSON")
+    show.set_defaults(run=cmd_show)
+    for name, run, text in (
+        ("sample", cmd_sample, "print a task batch as JSON"),
+        ("render", cmd_render, "render sampled tasks into a grid image"),
+    ):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("family", choices=list(FAMILIES))
+        c.add_argument("--split", choices=SPLITS, default="train", help="split to sample from")
+        c.add_argument("--n", type=int_at_least(1), default=4, help="number of tasks")
+        c.add_argument("--seed", type=int, default=0, help="sampling seed")
+        c.set_defaults(run=run)
+        if name == "render":
+            c.add_argument("--out", required=True, help="PNG file to write")
+            c.add_argument(
+                "--steps",
+                type=int_at_least(0),
+                default=0,
+                help="control steps to run before the picture (the scripted controller where the family has one)",
+            )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        args.run(args)
+    except ValueError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

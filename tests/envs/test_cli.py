@@ -1,0 +1,69 @@
+"""``python -m envs``: lists the families, shows one, renders a grid image; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import envs
+from envs.family import TaskBatch
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "envs", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_list_names_every_family_with_its_splits():
+    out = run("list")
+    assert out.returncode == 0, out.stderr
+    for name in envs.FAMILIES:
+        assert f"\n{name} " in "\n" + out.stdout
+    assert out.stdout.count("ood:") == len(envs.FAMILIES)
+
+
+def test_show_json_describes_the_family():
+    out = run("show", "point", "--json")
+    d = json.loads(out.stdout)
+    assert d["name"] == "point" and {p["name"] for p in d["params"]} == {"goal_angle", "goal_radius"}
+
+
+def test_sample_prints_a_task_batch_that_parses_back():
+    out = run("sample", "point", "--split", "ood", "--n", "3", "--seed", "4")
+    batch = TaskBatch.from_json(out.stdout)
+    assert batch == envs.make_family("point").sample(4, 3, "ood")
+
+
+def test_render_writes_a_grid_whose_tiles_differ(tmp_path):
+    import matplotlib.image
+
+    out_png = tmp_path / "p.png"
+    out = run("render", "point", "--split", "ood", "--n", "4", "--out", str(out_png))
+    assert out.returncode == 0, out.stderr
+    img = matplotlib.image.imread(out_png)
+    h, w = img.shape[0] // 2, img.shape[1] // 2
+    tiles = [img[r * h : (r + 1) * h, c * w : (c + 1) * w] for r in (0, 1) for c in (0, 1)]
+    assert all(np.abs(a - b).mean() > 1e-3 for i, a in enumerate(tiles) for b in tiles[i + 1 :])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("show", "drawer"), "invalid choice: 'drawer'"),
+        (("render", "point", "--split", "val", "--out", "x.png"), "invalid choice: 'val'"),
+        (("render", "point", "--n", "0", "--out", "x.png"), "argument --n: 0 is below 1"),
+        (("render", "point", "--out", "/no/such/dir/x.png"), "folder /no/such/dir does not exist"),
+        (("render", "point", "--out", "x.jpg"), "expected a .png file"),
+    ],
+)
+def test_bad_input_exits_2_with_a_one_line_error(args, message, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "envs", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("python -m envs")
+    assert not list(tmp_path.iterdir())  # nothing written
