@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from envs.family import SPLITS, Family, Task
+from envs.family import SPLITS, Family, format_domain
 from envs.registry import FAMILIES, make_family
-
-
-def _fmt_domain(d) -> str:
-    return "{" + ", ".join(d) + "}" if isinstance(d[0], str) else f"[{d[0]:g}, {d[1]:g}]"
 
 
 def _fmt_regions(f: Family, regions) -> list[str]:
@@ -32,7 +23,7 @@ def _fmt_regions(f: Family, regions) -> list[str]:
     lines = []
     for r in regions:
         diff = {k: v for k, v in r.items() if tuple(v) != tuple(base[k])} if r is not base else dict(r)
-        lines.append(", ".join(f"{k} ∈ {_fmt_domain(v)}" for k, v in diff.items()))
+        lines.append(", ".join(f"{k} ∈ {format_domain(v)}" for k, v in diff.items()))
     return lines
 
 
@@ -64,61 +55,20 @@ def cmd_show(args: argparse.Namespace) -> None:
     print("parameters:")
     for p in f.params:
         print(f"  {p.name}: {p.doc}; {p.allowed()}")
-        print(f"    train: {' | '.join(_fmt_domain(r[p.name]) for r in f.train)}")
-        print(f"    ood:   {' | '.join(_fmt_domain(r[p.name]) for r in f.ood)}")
+        print(f"    train: {' | '.join(format_domain(r[p.name]) for r in f.train)}")
+        print(f"    ood:   {' | '.join(format_domain(r[p.name]) for r in f.ood)}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     print(make_family(args.family).sample(args.seed, args.n, args.split).to_json())
 
 
-def caption(task: Task) -> str:
-    parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in task.items()]
-    lines, line = [], ""
-    for p in parts:  # wrap at ~44 characters so captions fit a tile
-        if line and len(line) + len(p) > 44:
-            lines.append(line)
-            line = ""
-        line = f"{line}  {p}" if line else p
-    return "\n".join([*lines, line])
-
-
 def cmd_render(args: argparse.Namespace) -> None:
-    import matplotlib
+    from envs.render import render_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from envs.task_env import TaskEnv
-
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out {out} is not allowed: expected a .png file")
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise ValueError(f"--out {out} is not allowed: folder {out.parent} does not exist or is not writable")
     f = make_family(args.family)
-    batch = f.sample(args.seed, args.n, args.split)
-    cols = math.ceil(math.sqrt(args.n))
-    rows = math.ceil(args.n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, (ax, task) in enumerate(zip(axes.flat, batch.tasks, strict=False)):
-        env = TaskEnv(f, task, render_mode="rgb_array", width=320, height=240)
-        env.reset(seed=args.seed + i)
-        for _ in range(args.steps):
-            scripted = f.scripted_success is not None
-            env.step(env.scripted_action() if scripted else np.zeros(f.action_dim, np.float32))
-        ax.imshow(env.render())
-        env.close()
-        ax.set_title(caption(task), fontsize=6.5)
-    fig.suptitle(f"{f.name} — {args.split} split, seed {args.seed}", fontsize=10)
-    fig.tight_layout()
-    # Write next to the target and rename, so a failed render never leaves a half-written file.
-    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=110)
-    os.replace(tmp.name, out)
-    print(f"wrote {out} ({args.n} {args.split} tasks of {f.name})")
+    render_grid(f, f.sample(args.seed, args.n, args.split), Path(args.out), steps=args.steps)
+    print(f"wrote {args.out} ({args.n} {args.split} tasks of {f.name})")
 
 
 def int_at_least(minimum: int):

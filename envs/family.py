@@ -118,6 +118,11 @@ def region(base: Region, **overrides: Domain) -> dict[str, Domain]:
     return {**base, **overrides}
 
 
+def format_domain(d: Domain) -> str:
+    """``{a, b}`` for categories, ``[low, high]`` for a range."""
+    return "{" + ", ".join(d) + "}" if isinstance(d[0], str) else f"[{d[0]:g}, {d[1]:g}]"
+
+
 def _in_domain(value: Value, domain: Domain) -> bool:
     if isinstance(value, str):
         return value in domain
