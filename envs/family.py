@@ -57,6 +57,11 @@ WARP_BATCHABLE = frozenset(
     """.split()
 )
 
+# Constants MuJoCo recomputes when a mass changes but MuJoCo Warp never reads per world: `dof_M0` is not a Warp
+# field, and Warp reads `dof_length` only for sleeping, which robometa never enables. They may differ between
+# tasks without being batched.
+UNBATCHED_DERIVED = frozenset({"dof_M0", "dof_length"})
+
 Value = float | int | str
 Task = dict[str, Value]
 Domain = tuple[float, float] | tuple[str, ...]
