@@ -57,10 +57,11 @@ WARP_BATCHABLE = frozenset(
     """.split()
 )
 
-# Constants MuJoCo recomputes when a mass changes but MuJoCo Warp never reads per world: `dof_M0` is not a Warp
-# field, and Warp reads `dof_length` only for sleeping, which robometa never enables. They may differ between
-# tasks without being batched.
-UNBATCHED_DERIVED = frozenset({"dof_M0", "dof_length"})
+# Constants MuJoCo derives from masses and sizes that MuJoCo Warp never reads per world: `dof_M0` and `bvh_aabb`
+# are not Warp fields (Warp culls collisions with the batchable `geom_aabb`/`geom_rbound`), and Warp reads
+# `dof_length` only for sleeping, which robometa never enables. They may differ between tasks without being
+# batched; the CPU engine takes them from each task's own compiled model.
+UNBATCHED_DERIVED = frozenset({"bvh_aabb", "dof_M0", "dof_length"})
 
 Value = float | int | str
 Task = dict[str, Value]
