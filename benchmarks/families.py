@@ -41,8 +41,10 @@ def family_section(name: str, train_tasks: int, ood_tasks: int) -> tuple[str, di
     f = make_family(name)
     d = f.describe()
     img = DOCS / "img"
+    # Scripted families are pictured mid-episode (doors swinging, objects lifted): it shows what differs.
+    steps = f.episode_length // 2 if f.scripted_success is not None else 0
     for split in ("train", "ood"):
-        render_grid(f, f.sample(0, 4, split), img / f"{name}_{split}.png", steps=0)
+        render_grid(f, f.sample(0, 4, split), img / f"{name}_{split}.png", steps=steps)
     record = {"family": name, "env_steps_per_s": round(env_steps_per_s(name))}
     if f.scripted_success is not None:
         record["scripted_train"] = scripted_success_rate(f, f.sample(0, train_tasks, "train"))

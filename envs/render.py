@@ -59,4 +59,7 @@ def render_grid(family: Family, batch: TaskBatch, out: Path, steps: int = 0, see
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".png", delete=False) as tmp:
         fig.savefig(tmp.name, dpi=110)
     plt.close(fig)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp.name, 0o666 & ~umask)  # a temp file is private; the picture should not be
     os.replace(tmp.name, out)
