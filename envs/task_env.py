@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -13,6 +14,18 @@ from envs.family import Family, SimState, Task, TaskBatch
 from envs.registry import make_family
 
 OBS_BOUND = 1e6
+
+
+def make_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    """An offscreen ``mujoco.Renderer``, made safe for the triton that CUDA builds of torch carry.
+
+    Mesa's software GL (llvmpipe, what EGL and OSMesa use on a machine without a GPU) and triton each load
+    their own LLVM; triton loaded after Mesa segfaults (measured with torch 2.14.1 + triton, the first time
+    torch._dynamo imports it, e.g. when an optimizer is built). Loaded before Mesa, both work."""
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+    return mujoco.Renderer(model, height, width)
 
 
 class TaskEnv(gym.Env):
@@ -121,7 +134,7 @@ class TaskEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.height, self.width)
+            self._renderer = make_renderer(self.model, self.height, self.width)
         self._renderer.update_scene(self.data, camera=self.family.camera)
         return self._renderer.render()
 
