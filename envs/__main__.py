@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from envs.family import SPLITS, Family, format_domain
+from envs.family import SPLITS, Family, TaskBatch, format_domain
 from envs.registry import FAMILIES, make_family
 
 
@@ -67,8 +67,17 @@ def cmd_render(args: argparse.Namespace) -> None:
     from envs.render import render_grid
 
     f = make_family(args.family)
-    render_grid(f, f.sample(args.seed, args.n, args.split), Path(args.out), steps=args.steps)
-    print(f"wrote {args.out} ({args.n} {args.split} tasks of {f.name})")
+    if args.tasks is None:
+        batch = f.sample(args.seed, args.n, args.split)
+    else:
+        try:
+            batch = TaskBatch.from_json(Path(args.tasks).read_text())
+        except OSError as e:
+            raise ValueError(f"--tasks {args.tasks} cannot be read: {e.strerror}") from None
+        if batch.family != f.name:
+            raise ValueError(f"--tasks {args.tasks} holds {batch.family} tasks, not {f.name} tasks")
+    render_grid(f, batch, Path(args.out), steps=args.steps, seed=args.seed)
+    print(f"wrote {args.out} ({len(batch)} {batch.split} tasks of {f.name})")
 
 
 def int_at_least(minimum: int):
@@ -104,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
         c.set_defaults(run=run)
         if name == "render":
             c.add_argument("--out", required=True, help="PNG file to write")
+            c.add_argument("--tasks", help="render the tasks of this task-batch JSON file instead of sampling")
             c.add_argument(
                 "--steps",
                 type=int_at_least(0),

@@ -174,6 +174,8 @@ class TaskBatch:
             raise ValueError(f"task batch is not valid JSON: {e}") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("tasks"), list):
             raise ValueError("task batch must be a JSON object with 'family', 'split' and a list 'tasks'")
+        if not obj["tasks"]:
+            raise ValueError("task batch tasks=[] is not allowed: expected at least one task")
         from envs.registry import make_family
 
         family = make_family(obj.get("family"))

@@ -57,6 +57,7 @@ def test_render_writes_a_grid_whose_tiles_differ(tmp_path):
         (("render", "point", "--n", "0", "--out", "x.png"), "argument --n: 0 is below 1"),
         (("render", "point", "--out", "/no/such/dir/x.png"), "folder /no/such/dir does not exist"),
         (("render", "point", "--out", "x.jpg"), "expected a .png file"),
+        (("render", "point", "--tasks", "missing.json", "--out", "x.png"), "--tasks missing.json cannot be read"),
     ],
 )
 def test_bad_input_exits_2_with_a_one_line_error(args, message, tmp_path):
@@ -67,3 +68,37 @@ def test_bad_input_exits_2_with_a_one_line_error(args, message, tmp_path):
     assert message in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("python -m envs")
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{oops", "task batch is not valid JSON"),
+        (
+            '{"family": "point", "split": "ood", "tasks": [{"goal_angle": 1.0, "goal_radius": 9.0}]}',
+            "tasks[0].goal_radius=9.0 is not allowed: expected a number in [0.3, 1.5] m",
+        ),
+        (
+            '{"family": "door", "split": "ood", "tasks": [{"hinge_side": "left", "direction": "pull", "handle_height": 0.5, '
+            '"door_mass": 5, "damping": 1, "spring": 0, "latch": "none"}]}',
+            "holds door tasks, not point tasks",
+        ),
+    ],
+)
+def test_render_refuses_a_bad_task_file_with_exit_2(text, message, tmp_path):
+    (tmp_path / "tasks.json").write_text(text)
+    out = subprocess.run(
+        [sys.executable, "-m", "envs", "render", "point", "--tasks", "tasks.json", "--out", "x.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2 and message in out.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_render_draws_the_tasks_of_a_given_file(tmp_path):
+    (tmp_path / "tasks.json").write_text(run("sample", "point", "--n", "2").stdout)
+    out = run("render", "point", "--tasks", str(tmp_path / "tasks.json"), "--out", str(tmp_path / "x.png"))
+    assert out.returncode == 0 and "wrote" in out.stdout and "2 train tasks" in out.stdout

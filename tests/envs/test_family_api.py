@@ -38,6 +38,10 @@ def test_task_batch_round_trips_through_json():
         (lambda: TaskBatch.from_json("{not json"), "task batch is not valid JSON"),
         (lambda: TaskBatch.from_json('{"family": "point", "split": "train"}'), "task batch must be a JSON object"),
         (
+            lambda: TaskBatch.from_json('{"family": "point", "split": "train", "tasks": []}'),
+            "task batch tasks=[] is not allowed: expected at least one task",
+        ),
+        (
             lambda: TaskBatch.from_json('{"family": "point", "split": "train", "tasks": [{"goal_angle": 1}]}'),
             "tasks[0].goal_radius is missing",
         ),
