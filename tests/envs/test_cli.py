@@ -79,8 +79,7 @@ def test_bad_input_exits_2_with_a_one_line_error(args, message, tmp_path):
             "tasks[0].goal_radius=9.0 is not allowed: expected a number in [0.3, 1.5] m",
         ),
         (
-            '{"family": "door", "split": "ood", "tasks": [{"hinge_side": "left", "direction": "pull", "handle_height": 0.5, '
-            '"door_mass": 5, "damping": 1, "spring": 0, "latch": "none"}]}',
+            envs.make_family("door").sample(0, 1, "ood").to_json(),
             "holds door tasks, not point tasks",
         ),
     ],
