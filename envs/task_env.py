@@ -110,6 +110,9 @@ class TaskEnv(gym.Env):
         a = torch.as_tensor(np.asarray(action, dtype=np.float64)).reshape(1, -1)
         self._write(self.family.control(a, self._state, self._task_t))
         mujoco.mj_step(self.model, self.data, nstep=self.family.frame_skip)
+        # After mj_step, positions of bodies and sites and the sensors still describe the state before the last
+        # substep; mj_step1 brings them up to the new qpos/qvel, as the batched engines do after their steps.
+        mujoco.mj_step1(self.model, self.data)
         self._refresh_state()
         self._t += 1
         terms = self.family.reward_terms(self._state, a, self._task_t)
