@@ -239,6 +239,10 @@ class Family:
     """Physics steps per control step."""
     action_dim: ClassVar[int]
     obs_dim: ClassVar[int]
+    max_contacts: ClassVar[int] = 32
+    """Contacts per world MuJoCo Warp allocates room for (it drops more and flags an overflow)."""
+    max_constraints: ClassVar[int] = 128
+    """Constraint rows per world MuJoCo Warp allocates room for."""
     camera: ClassVar[str] = "task"
     """Name of the camera in the model used for rendering."""
     success_doc: ClassVar[str]

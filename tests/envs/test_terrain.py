@@ -101,7 +101,7 @@ def _trot_on(t: dict, steps: int = 100) -> tuple[float, float]:
 def test_same_open_loop_trot_walks_on_grippy_ground_but_slips_on_ice():
     walked, grip_slip = _trot_on(task(friction=1.0))
     iced, ice_slip = _trot_on(task(terrain_type="low_friction", friction=1.0, difficulty=1.0))
-    assert walked > 1.0
+    assert walked > 0.5  # with the elliptic friction cone this gait covers ~0.66 m on grip, none on ice
     assert iced < 0.3
     assert ice_slip > 2 * grip_slip
     m = F.model(task(terrain_type="low_friction", friction=0.8, difficulty=1.0))
