@@ -1,0 +1,162 @@
+"""``TaskVecEnv``: every task of a meta-batch, ``envs_per_task`` copies each, stepping in one batched simulator.
+
+Tensors are shaped ``[n_tasks, envs_per_task, ...]`` (``B = n_tasks × envs_per_task`` worlds, task-major). The
+family's own hooks compute observation, reward and success on the whole batch at once: the same functions
+``TaskEnv`` calls with one world.
+
+Auto-reset is same-step (as in SB3 and Brax): when a world's episode ends, :meth:`TaskVecEnv.step` returns the
+first observation of its next episode and puts the last observation of the finished one in
+``info["final_obs"]``, for bootstrapping truncated episodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.family import Family, TaskBatch
+from envs.registry import make_family
+from envs.sim import make_sim
+
+
+class TaskVecEnv:
+    """A batch of tasks as one vector env.
+
+    :param family: family name or instance.
+    :param tasks: the tasks (one family, any split).
+    :param envs_per_task: parallel copies of each task.
+    :param backend: ``"cpu"`` (MuJoCo's threaded batch) or ``"warp"`` (MuJoCo Warp).
+    :param device: ``"cpu"`` or ``"cuda"`` (``cuda`` needs the ``warp`` backend and a GPU).
+    :param seed: seed of the reset noise.
+    :param nthread: threads of the ``cpu`` backend (default: the cores available).
+    """
+
+    def __init__(
+        self,
+        family: str | Family,
+        tasks: TaskBatch,
+        envs_per_task: int,
+        backend: str = "cpu",
+        device: str = "cpu",
+        seed: int = 0,
+        nthread: int | None = None,
+    ) -> None:
+        self.family = make_family(family) if isinstance(family, str) else family
+        self.sim = make_sim(self.family, backend, device, nthread)
+        self.device = self.sim.device
+        self.obs_dim, self.action_dim = self.family.obs_dim, self.family.action_dim
+        self._seed = seed
+        self.set_tasks(tasks, envs_per_task)
+
+    def set_tasks(self, tasks: TaskBatch, envs_per_task: int | None = None) -> None:
+        """Switch to another task batch (e.g. the next meta-batch). Call :meth:`reset` afterwards."""
+        self.sim.set_tasks(tasks, self.envs_per_task if envs_per_task is None else envs_per_task)
+        self.tasks, self.n_tasks, self.envs_per_task = tasks, self.sim.n_tasks, self.sim.envs_per_task
+        self.num_envs = self.n_tasks * self.envs_per_task
+        b, dev = self.num_envs, self.device
+        self._task_of_world = torch.arange(b, device=dev) // self.envs_per_task
+        self._t = torch.zeros(b, dtype=torch.long, device=dev)
+        self._return = torch.zeros(b, dtype=torch.float64, device=dev)
+        self._solved = torch.zeros(b, dtype=torch.bool, device=dev)
+        self._stats = {k: torch.zeros(self.n_tasks, dtype=torch.float64, device=dev) for k in _STAT_KEYS}
+
+    def _shape(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(self.n_tasks, self.envs_per_task, *x.shape[1:])
+
+    def _observe(self) -> torch.Tensor:
+        return self.family.observe(self.sim.state).to(torch.float32)
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reset every world; returns observations ``[n_tasks, envs_per_task, obs_dim]`` (float32)."""
+        self._rng = np.random.default_rng(self._seed if seed is None else seed)
+        self.sim.reset(torch.arange(self.num_envs, device=self.device), self._rng)
+        self._t.zero_()
+        self._return.zero_()
+        self._solved.zero_()
+        return self._shape(self._observe())
+
+    def step(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Advance every world by one control step.
+
+        :param action: ``[n_tasks, envs_per_task, action_dim]`` in ``[-1, 1]``.
+        :return: ``obs [n, E, obs_dim]`` (float32; a new episode's first observation where one ended), ``reward
+            [n, E]`` (float32), ``terminated [n, E]``, ``truncated [n, E]``, and ``info`` with ``success [n, E]``
+            (this step), ``is_success [n, E]`` (any step of the episode so far, before a reset), ``unstable [n, E]``
+            (the world diverged: it gets reward 0, a zero observation and a reset), ``final_obs [n, E, obs_dim]``
+            and the named reward terms under ``reward/<name>``.
+        """
+        expected = (self.n_tasks, self.envs_per_task, self.action_dim)
+        if tuple(action.shape) != expected:
+            raise ValueError(f"action has shape {tuple(action.shape)}: expected {expected}")
+        f, sim = self.family, self.sim
+        a = action.reshape(self.num_envs, self.action_dim).to(self.device, sim.dtype)
+        sim.step(f.control(a, sim.state, sim.task))
+        self._t += 1
+        unstable = sim.unstable()
+        terms = f.reward_terms(sim.state, a, sim.task)
+        reward = torch.zeros_like(self._return, dtype=sim.dtype)
+        for value in terms.values():
+            reward = reward + value
+        reward = torch.where(unstable, 0.0, reward)
+        success = f.success(sim.state, sim.task) & ~unstable
+        terminated = f.failed(sim.state, sim.task) | unstable
+        truncated = (self._t >= f.episode_length) & ~terminated
+        obs = torch.where(unstable[:, None], 0.0, self._observe())
+        self._solved |= success
+        self._return += reward
+        info = {
+            "success": self._shape(success),
+            "is_success": self._shape(self._solved.clone()),
+            "unstable": self._shape(unstable),
+            "final_obs": self._shape(obs),
+            **{f"reward/{k}": self._shape(torch.where(unstable, 0.0, v).float()) for k, v in terms.items()},
+        }
+        done = terminated | truncated
+        if done.any():
+            obs = self._end_episodes(done, unstable, obs)
+        return self._shape(obs), self._shape(reward.float()), self._shape(terminated), self._shape(truncated), info
+
+    def _end_episodes(self, done: torch.Tensor, unstable: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Record the finished episodes in the per-task statistics, reset those worlds, and return ``obs`` with
+        their first observations."""
+        task, d = self._task_of_world, done.to(torch.float64)
+        for key, value in (
+            ("episodes", d),
+            ("return", self._return * d),
+            ("length", self._t * d),
+            ("success", self._solved * d),
+            ("unstable", unstable.to(torch.float64)),
+        ):
+            self._stats[key].index_add_(0, task, value.to(torch.float64))
+        ids = done.nonzero().squeeze(1)
+        self.sim.reset(ids, self._rng)
+        self._t[ids] = 0
+        self._return[ids] = 0.0
+        self._solved[ids] = False
+        obs = obs.clone()
+        obs[ids] = self._observe()[ids]
+        return obs
+
+    def episode_stats(self, clear: bool = True) -> dict[str, torch.Tensor]:
+        """Per-task statistics of the episodes finished since the last clear, each ``[n_tasks]``: ``episodes``,
+        ``return`` and ``length`` (means), ``success`` (rate), ``unstable`` (worlds reset after diverging)."""
+        s = self._stats
+        n = s["episodes"].clamp(min=1)
+        out = {
+            "episodes": s["episodes"].clone(),
+            "return": s["return"] / n,
+            "length": s["length"] / n,
+            "success": s["success"] / n,
+            "unstable": s["unstable"].clone(),
+        }
+        if clear:
+            for v in s.values():
+                v.zero_()
+        return out
+
+
+_STAT_KEYS = ("episodes", "return", "length", "success", "unstable")
