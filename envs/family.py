@@ -392,9 +392,14 @@ class Family:
         """MjData fields to write before the physics steps, from actions ``[B, action_dim]`` in ``[-1, 1]``.
 
         Default: ``ctrl`` = the action mapped linearly onto each actuator's ``ctrlrange``."""
-        lo, hi = (torch.as_tensor(self.model0.actuator_ctrlrange[:, i], dtype=state.ctrl.dtype) for i in (0, 1))
-        a = action.clamp(-1, 1).to(state.ctrl.dtype)
-        return {"ctrl": lo + (a + 1) * 0.5 * (hi - lo)}
+        lo, half_span = self._ctrl_affine(state.ctrl.dtype, state.ctrl.device)
+        return {"ctrl": lo + (action.clamp(-1, 1).to(state.ctrl.dtype) + 1) * half_span}
+
+    @functools.cache  # noqa: B019 (families live as long as the process: make_family caches them)
+    def _ctrl_affine(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ctrlrange`` low ``[nu]`` and half its width ``[nu]``, built once per dtype and device."""
+        r = torch.as_tensor(self.model0.actuator_ctrlrange, dtype=dtype, device=device)
+        return r[:, 0], (r[:, 1] - r[:, 0]) / 2
 
     def observe(self, state: SimState) -> torch.Tensor:
         """Observation ``[B, obs_dim]``: only what the robot could sense, never the task parameters."""
