@@ -276,7 +276,32 @@ def write(out: Path, rows: list[dict], quick: bool, backend: str, device: str) -
             f"| ×{r['vec_env_over_sync_vector_env']:.1f} | {r['sb3_ppo_env_steps_per_s']:,.0f} "
             f"| {r['vec_env_bytes_per_world'] / 1024:,.0f} KiB |"
         )
+    lines += ["", *summary(rows)]
     (out / "performance.md").write_text("\n".join(lines) + "\n")
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """The targets, checked against this run's rows, and what limits the misses."""
+    big = [r for r in rows if r["B"] >= 64]
+
+    def misses(key: str, bound: float, fmt: str) -> str:
+        bad = [f"{r['family']} B={r['B']} ({fmt.format(r[key])})" for r in big if r[key] < bound]
+        return f"met in {len(big) - len(bad)} of {len(big)} cells" + (f"; missed: {', '.join(bad)}" if bad else "")
+
+    return [
+        "## Targets (B ≥ 64)",
+        "",
+        f"- TaskVecEnv with policy ≥ 80 % of batch physics: {misses('vec_env_over_batch_physics', 0.8, '{:.0%}')}.",
+        f"- TaskVecEnv ≥ 5× SyncVectorEnv: {misses('vec_env_over_sync_vector_env', 5.0, '×{:.1f}')}.",
+        "",
+        "What limits the misses: per control step TaskVecEnv adds a fixed cost, the 2×256 policy (~0.15 ms for 64 "
+        "observations on one thread) and ~60 small torch ops of the family's hooks (~0.3 ms), on top of the "
+        "physics. Where physics is cheap (`point`: ~4 µs per world per step; `cheetah`) that fixed cost is a large "
+        "share until B is large; for the robot families physics dominates. Against SyncVectorEnv the gain is "
+        "bounded by physics too: `terrain`'s contact-rich steps cost the same in either, and a batch on 2 cores "
+        "can at most use both. Memory per world is resident memory added per env (fresh process, every size kept "
+        "alive); it does not grow with B.",
+    ]
 
 
 if __name__ == "__main__":
