@@ -352,17 +352,6 @@ class Family:
             out[p.name] = col.repeat_interleave(repeat)
         return out
 
-    def privileged(self, task: TaskTensors) -> torch.Tensor:
-        """Task parameters as features ``[B, n_features]`` (categories one-hot) for oracle baselines."""
-        cols = []
-        for p in self.params:
-            v = task[p.name]
-            if p.categorical:
-                cols.append(torch.nn.functional.one_hot(v.long(), len(p.choices)).to(v.dtype))
-            else:
-                cols.append(((v - p.low) / (p.high - p.low))[:, None])
-        return torch.cat(cols, dim=1)
-
     # ---- model -----------------------------------------------------------------------------------
     def base_spec(self) -> mujoco.MjSpec:
         return mujoco.MjSpec.from_file(str(ASSETS / self.asset))
