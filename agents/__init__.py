@@ -1,0 +1,1 @@
+"""Policies, rollouts, advantages and the PPO inner loop, batched over the tasks of a meta-batch."""

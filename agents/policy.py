@@ -1,0 +1,92 @@
+"""Gaussian actor-critic whose parameters are an explicit dict of tensors.
+
+The module only defines the computation; parameters live outside it, in a dict, and are applied with
+``torch.func.functional_call``. A meta-batch holds one set per task stacked on a leading task axis, and
+:func:`evaluate` runs all tasks' policies in one ``vmap``-ed call. The layout follows SB3's ``MlpPolicy``
+(separate tanh MLPs for policy and value, a state-independent log-std), so a policy can be handed to SB3.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+Params = dict[str, torch.Tensor]
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """``forward(obs [..., obs_dim]) -> (mean [..., A], log_std [A], value [...])``."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...] = (64, 64)) -> None:
+        super().__init__()
+        self.pi = _mlp([obs_dim, *hidden, action_dim])
+        self.vf = _mlp([obs_dim, *hidden, 1])
+        self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.pi(obs), self.log_std, self.vf(obs).squeeze(-1)
+
+
+def init_params(module: ActorCritic, seed: int) -> Params:
+    """Fresh parameters: orthogonal weights (gain √2 in hidden layers, 0.01 for the action mean, 1 for the value,
+    as in SB3 and CleanRL), zero biases, log-std 0."""
+    g = torch.Generator().manual_seed(seed)
+    params = {}
+    for name, p in module.named_parameters():
+        t = torch.zeros_like(p)
+        if name.endswith("weight"):
+            net, idx = name.split(".")[0], int(name.split(".")[1])
+            last = idx == len(getattr(module, net)) - 1
+            gain = (0.01 if net == "pi" else 1.0) if last else math.sqrt(2)
+            t = _orthogonal(t.shape, gain, g)
+        params[name] = t
+    return params
+
+
+def _orthogonal(shape: torch.Size, gain: float, g: torch.Generator) -> torch.Tensor:
+    rows, cols = shape
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=g)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r))
+    return gain * (q if rows >= cols else q.T)
+
+
+def stack(params: Params, n: int) -> Params:
+    """``n`` copies of ``params`` on a leading task axis: ``[n, *shape]`` each (views of ``params``: gradients
+    of anything computed from them flow back to ``params``)."""
+    return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+
+
+def evaluate(module: ActorCritic, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every task's policy on its own observations, in one call.
+
+    :param params: task-stacked parameters, each ``[n, *shape]``.
+    :param obs: ``[n, ..., obs_dim]``.
+    :return: ``mean [n, ..., A]``, ``log_std [n, A]``, ``value [n, ...]``.
+    """
+    return vmap(lambda p, o: functional_call(module, p, (o,)))(params, obs)
+
+
+def log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Diagonal Gaussian log-density: ``action, mean [n, ..., A]``, ``log_std [n, A]`` → ``[n, ...]``."""
+    log_std = log_std.reshape(log_std.shape[0], *([1] * (mean.dim() - 2)), -1)
+    z = (action - mean) * torch.exp(-log_std)
+    return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """Entropy of the diagonal Gaussian per task: ``log_std [n, A]`` → ``[n]``."""
+    return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)

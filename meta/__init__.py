@@ -1,0 +1,1 @@
+"""Meta-RL training: the run configuration, checkpoints and the MAML/FOMAML/Meta-SGD/Reptile outer loops."""

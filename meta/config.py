@@ -1,0 +1,319 @@
+"""The configuration of one meta-training run, from defaults, a YAML file and command-line flags.
+
+:class:`TrainConfig` is the single source: its field docstrings (the string literal under each field, as tyro
+and CleanRL write them) are also the ``--help`` text, and :func:`parse_args` builds its flags from the fields,
+so a new option is one new field. Values are checked once, in ``TrainConfig.__post_init__``, whichever way
+they arrive; every refusal is a one-line ``ValueError`` naming the field and what is allowed.
+
+Precedence: field defaults < ``--config FILE.yaml`` < flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import math
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envs.registry import FAMILIES
+from envs.sim import BACKENDS, DEVICES
+
+ALGOS = ("maml", "fomaml", "metasgd", "reptile")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a meta-training run; a run folder's ``config.yaml`` holds one."""
+
+    family: str = "door"
+    """task family: grasp, terrain, door, point or cheetah"""
+    algo: str = "maml"
+    """outer loop: maml, fomaml, metasgd or reptile"""
+    meta_batch: int = 10
+    """tasks per meta-iteration"""
+    envs_per_task: int = 8
+    """parallel episodes per task in each support and query rollout"""
+    inner_steps: int = 1
+    """PPO gradient steps of adaptation per task"""
+    inner_lr: float = 0.1
+    """inner-loop step size (Meta-SGD's initial per-parameter step size)"""
+    outer_lr: float = 0.003
+    """Adam step size of the outer loop (maml, fomaml, metasgd)"""
+    reptile_epsilon: float = 0.5
+    """Reptile's interpolation step ε in θ ← θ + ε·mean(φ − θ)"""
+    iterations: int = 300
+    """meta-iterations to train"""
+    seed: int = 0
+    """seed of task sampling, resets and policy noise"""
+    backend: str = "cpu"
+    """simulator: cpu (MuJoCo batch) or warp (MuJoCo Warp)"""
+    device: str = "cpu"
+    """cpu or cuda (cuda needs backend warp)"""
+    hidden: tuple[int, ...] = (64, 64)
+    """hidden layer sizes of the policy and value MLPs"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE λ of the advantage estimate"""
+    clip: float = 0.2
+    """PPO ratio clip"""
+    vf_coef: float = 0.5
+    """weight of the value loss"""
+    ent_coef: float = 0.0
+    """weight of the entropy bonus"""
+    max_grad_norm: float = 1.0
+    """outer gradient clip (global norm)"""
+    normalize_obs: bool = True
+    """normalize observations with running statistics"""
+    checkpoint_every: int = 50
+    """also keep a checkpoint every N iterations (latest and best are always kept)"""
+    out: str | None = None
+    """run folder (default: runs/<family>-<algo>-seed<seed>-<timestamp>)"""
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("family", tuple(FAMILIES)),
+            ("algo", ALGOS),
+            ("backend", BACKENDS),
+            ("device", DEVICES),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not allowed: expected one of {', '.join(allowed)}")
+        if self.backend == "cpu" and self.device != "cpu":
+            # Same words as envs.sim.make_sim, so the refusal reads alike before and after a run starts.
+            raise ValueError("device='cuda' is not allowed with backend='cpu': use backend='warp' for a GPU")
+
+        for name in ("meta_batch", "envs_per_task", "inner_steps", "iterations", "checkpoint_every"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name}={value!r} is not allowed: expected a positive integer")
+        if not _is_int(self.seed) or self.seed < 0:
+            # numpy's Generator refuses negative seeds; refuse them here, before a run folder exists.
+            raise ValueError(f"seed={self.seed!r} is not allowed: expected an integer ≥ 0")
+
+        hidden = tuple(self.hidden) if isinstance(self.hidden, list | tuple) else self.hidden
+        if not isinstance(hidden, tuple) or not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
+            raise ValueError(f"hidden={self.hidden!r} is not allowed: expected one or more positive integers")
+        object.__setattr__(self, "hidden", hidden)
+
+        for name, ok, expected in (
+            ("inner_lr", lambda x: 0 < x < math.inf, "a finite number > 0"),
+            ("outer_lr", lambda x: 0 < x < math.inf, "a finite number > 0"),
+            ("reptile_epsilon", lambda x: 0 < x < math.inf, "a finite number > 0"),
+            ("gamma", lambda x: 0 < x <= 1, "a number in (0, 1]"),
+            ("gae_lambda", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
+            ("clip", lambda x: 0 < x < math.inf, "a finite number > 0"),
+            ("vf_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
+            ("ent_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
+            # inf is allowed: clip_grad_norm_ with max_norm=inf leaves gradients unclipped.
+            ("max_grad_norm", lambda x: x > 0, "a number > 0"),
+        ):
+            value = getattr(self, name)
+            # The comparisons are False for NaN, so NaN is refused with the rest.
+            if not _is_number(value) or not ok(value):
+                raise ValueError(f"{name}={value!r} is not allowed: expected {expected}")
+            object.__setattr__(self, name, float(value))
+
+        if not isinstance(self.normalize_obs, bool):
+            raise ValueError(f"normalize_obs={self.normalize_obs!r} is not allowed: expected true or false")
+        if self.out is not None and (not isinstance(self.out, str) or not self.out):
+            raise ValueError(f"out={self.out!r} is not allowed: expected a folder path or nothing")
+
+
+def _is_int(x: object) -> bool:
+    # bool is an int subclass, but `meta_batch: true` in a YAML file is a mistake, not 1.
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of dataclass ``cls``, in field order, whitespace folded to one line.
+
+    Read from the class source with :mod:`ast`: Python keeps no trace of a bare string after an annotated
+    assignment at run time.
+    """
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef))
+    docs: dict[str, str] = {}
+    for stmt, after in zip(node.body, node.body[1:], strict=False):
+        if (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[stmt.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as plain JSON/YAML values (tuples become lists), in field order."""
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# What each annotation accepts from a YAML/JSON mapping, and the words for it in an error.
+_EXPECTED: dict[str, tuple[Any, str]] = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "int": (_is_int, "an integer"),
+    "float": (_is_number, "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "tuple[int, ...]": (lambda v: isinstance(v, list | tuple) and all(_is_int(x) for x in v), "a list of integers"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a string or null"),
+}
+
+
+def _typed(d: Any, where: str) -> dict[str, Any]:
+    """``d``'s entries as ``TrainConfig`` keyword arguments, after checking keys and value types."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a mapping of option: value, not {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    kw: dict[str, Any] = {}
+    for key, value in d.items():
+        if key not in fields:
+            raise ValueError(f"{where}: unknown key {key!r}: expected one of {', '.join(fields)}")
+        accepts, expected = _EXPECTED[str(fields[key].type)]
+        if not accepts(value):
+            raise ValueError(f"{where}: {key} must be {expected}, not {type(value).__name__} {value!r}")
+        kw[key] = tuple(value) if isinstance(value, list) else value
+    return kw
+
+
+def from_dict(d: dict[str, Any], where: str) -> TrainConfig:
+    """The config a mapping describes (missing keys take their defaults); ``where`` names its source in errors.
+
+    Raises a one-line ``ValueError`` for an unknown key, a value of the wrong type or a value not allowed.
+    """
+    kw = _typed(d, where)
+    try:
+        return TrainConfig(**kw)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, also reading ``1e-3`` as a float.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so ``inner_lr: 1e-3`` would be
+    the string ``'1e-3'``; YAML 1.2 and every other reader take it as a number.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in YAML file ``path`` (an empty file is an empty mapping).
+
+    Raises a one-line ``ValueError`` naming the file when it is missing, unreadable, not YAML or not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"config file {path} cannot be read: {e.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"config file {path} is not valid YAML: {problem}{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of option: value, not a {type(data).__name__}")
+    return data
+
+
+def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
+    """Write ``cfg`` to ``path`` as YAML that :func:`load_yaml` and :func:`from_dict` read back unchanged."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``train.py`` parser: one flag per :class:`TrainConfig` field, plus ``--config`` and ``--resume``.
+
+    Field flags default to ``argparse.SUPPRESS`` so that the namespace holds only the flags actually given,
+    which is what lets them override a ``--config`` file and lets ``--resume`` refuse them.
+    """
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Meta-train a policy on a robometa task family (MAML, FOMAML, Meta-SGD or Reptile).",
+        epilog="Precedence: field defaults < --config FILE.yaml < flags given on the command line.",
+        allow_abbrev=False,  # --inner-lr/--inner-steps: prefixes would be ambiguous or silently pick one
+    )
+    p.add_argument("--config", metavar="FILE.yaml", help="take option values from this YAML file")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its latest checkpoint, with its saved config.yaml (no other flags)",
+    )
+    docs = field_docs(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else str(default).lower()
+        text = docs[f.name] if default is None else f"{docs[f.name]} (default: {shown})"
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text.replace("%", "%%")}
+        kind = str(f.type)
+        if kind == "bool":
+            kw["action"] = argparse.BooleanOptionalAction
+        elif kind == "tuple[int, ...]":
+            kw.update(type=int, nargs="+", metavar="N")
+        elif kind == "int":
+            kw.update(type=int, metavar="N")
+        elif kind == "float":
+            kw.update(type=float, metavar="X")
+        else:
+            kw.update(type=str, metavar="RUN_DIR" if f.name == "out" else f.name.upper())
+        p.add_argument(_flag(f.name), **kw)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
+    """The run's config and, with ``--resume RUN_DIR``, that folder (else ``None``).
+
+    With ``--resume`` the first element is the default config, a placeholder: the trainer reads the run's own
+    ``RUN_DIR/config.yaml`` (and says so if the folder is not a run). Any invalid value exits with status 2 and a
+    one-line ``train.py: error: ...`` on stderr, like any other argparse error.
+    """
+    p = build_parser()
+    args = vars(p.parse_args(argv))
+    config, resume = args.pop("config"), args.pop("resume")
+    if resume is not None:
+        given = [*(["config"] if config is not None else []), *args]
+        if given:
+            p.error(f"--resume continues a run with its saved config: drop {_flag(given[0])}")
+        return TrainConfig(), resume
+    try:
+        kw = _typed(load_yaml(config), where=config) if config is not None else {}
+        kw.update({k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+        return TrainConfig(**kw), None
+    except ValueError as e:
+        p.error(str(e))

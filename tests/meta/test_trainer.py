@@ -1,0 +1,173 @@
+"""The meta-training loop and ``train.py``: a complete run folder, exact resumption after SIGKILL, and bad input
+refused with exit code 2 and no file of the run changed."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from meta import checkpoint
+from meta.config import TrainConfig, from_dict, load_yaml, to_dict
+from meta.trainer import train
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--family", "point", "--meta-batch", "3", "--envs-per-task", "4", "--hidden", "16", "16"]
+
+
+def tiny(tmp_path: Path, **kw) -> TrainConfig:
+    return dataclasses.replace(
+        TrainConfig(), family="point", meta_batch=3, envs_per_task=4, hidden=(16, 16), out=str(tmp_path / "run"), **kw
+    )
+
+
+def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def rows(run: Path) -> list[dict]:
+    with (run / "metrics.csv").open() as f:
+        return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in csv.DictReader(f)]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("algo", ["maml", "fomaml", "metasgd", "reptile"])
+def test_training_writes_a_complete_run_folder(tmp_path, algo):
+    run = train(tiny(tmp_path, algo=algo, iterations=3, checkpoint_every=2))
+    assert from_dict(load_yaml(run / "config.yaml"), "config.yaml") == tiny(
+        tmp_path, algo=algo, iterations=3, checkpoint_every=2
+    )
+    metrics = rows(run)
+    assert [r["iteration"] for r in metrics] == ["1", "2", "3"]
+    assert {"rollout/pre_return", "rollout/post_success", "inner/loss"} <= metrics[0].keys()
+    assert any(k.startswith("outer/") for k in metrics[0])
+    assert {p.name for p in (run / "checkpoints").iterdir()} >= {"latest.pt", "best.pt", "iter_00002.pt"}
+    assert len((run / "tasks.jsonl").read_text().splitlines()) == 3
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    state = checkpoint.load(run / "checkpoints" / "latest.pt")
+    assert state["iteration"] == 3 and state["config"] == to_dict(from_dict(load_yaml(run / "config.yaml"), "c"))
+
+
+def test_a_run_killed_mid_training_resumes_to_the_same_metrics(tmp_path):
+    full = train(tiny(tmp_path / "a", iterations=12))
+    killed = tmp_path / "b"
+    args = [*TINY, "--iterations", "12", "--out", str(killed)]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and (not (killed / "metrics.csv").exists() or len(rows(killed)) < 4):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stopped_at = len(rows(killed))
+    assert 4 <= stopped_at < 12, "the run was not killed mid-training"
+    out = run_train("--resume", str(killed), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert rows(killed) == rows(full)
+    a, b = (checkpoint.load(r / "checkpoints" / "latest.pt")["learner"]["theta"] for r in (full, killed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("done")
+    return train(tiny(tmp, iterations=2))
+
+
+def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = run_train("--resume", str(tmp_path / "empty"), cwd=tmp_path)
+    assert out.returncode == 2 and "not a run folder (no config.yaml)" in out.stderr
+    assert not list((tmp_path / "empty").iterdir())
+
+
+def _damage_truncated(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _damage_foreign(p: Path) -> None:
+    torch.save({"weights": torch.zeros(3)}, p)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['ROBOMETA_MARKER']}",))
+
+
+def _damage_malicious(p: Path) -> None:
+    with p.open("wb") as f:
+        pickle.dump({"format": checkpoint.FORMAT, "payload": _RunsCode()}, f)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_damage_truncated, "is not a robometa checkpoint or is damaged"),
+        (_damage_foreign, "is not a robometa checkpoint or is damaged"),
+        (_damage_malicious, "is not a robometa checkpoint or is damaged"),
+    ],
+)
+def test_resume_refuses_a_damaged_foreign_or_malicious_checkpoint(finished_run, tmp_path, monkeypatch, damage, message):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished_run), str(run)], check=True)
+    marker = tmp_path / "code-ran"
+    monkeypatch.setenv("ROBOMETA_MARKER", str(marker))
+    damage(run / "checkpoints" / "latest.pt")
+    before = digest(run)
+    out = run_train("--resume", str(run), cwd=tmp_path)
+    assert out.returncode == 2 and message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert digest(run) == before
+    assert not marker.exists()
+
+
+def test_a_new_run_never_overwrites_an_existing_folder(finished_run, tmp_path):
+    before = digest(finished_run)
+    out = run_train(*TINY, "--iterations", "1", "--out", str(finished_run), cwd=tmp_path)
+    assert out.returncode == 2 and "already holds files" in out.stderr
+    assert digest(finished_run) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--algo", "sgd"], "algo='sgd' is not allowed"),
+        (["--family", "drawer"], "family='drawer' is not allowed"),
+        (["--backend", "tpu"], "backend='tpu' is not allowed"),
+        (["--meta-batch", "0"], "meta_batch"),
+        (["--inner-lr", "-1"], "inner_lr"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line_and_write_nothing(tmp_path, args, message):
+    out = run_train(*args, "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_with_an_unknown_key_exits_2(tmp_path):
+    (tmp_path / "c.yaml").write_text("family: point\nlearning_rate: 0.1\n")
+    out = run_train("--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert out.returncode == 2 and "unknown key 'learning_rate'" in out.stderr
+    assert not (tmp_path / "run").exists()
