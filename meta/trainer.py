@@ -41,12 +41,7 @@ def open_run(cfg: TrainConfig | None, resume: str | None) -> tuple[TrainConfig, 
     is written, so bad input leaves no file changed."""
     if resume is not None:
         run = Path(resume)
-        if not (run / "config.yaml").is_file():
-            raise ValueError(f"--resume {run}: not a run folder (no config.yaml)")
-        cfg = from_dict(load_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
-        state = checkpoint.load(run / "checkpoints" / "latest.pt")
-        if state.get("config") != to_dict(cfg):
-            raise ValueError(f"--resume {run}: checkpoints/latest.pt belongs to another run (its config differs)")
+        cfg, state = read_checkpoint(run, "latest")
         return cfg, run, state
     run = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if run.exists() and any(run.iterdir()):
@@ -82,6 +77,35 @@ class MetricsLog:
         self.writer.close()
 
 
+def build(cfg: TrainConfig, state: dict | None = None) -> tuple[OuterLoop, ObsNormalizer]:
+    """The outer loop (with θ) and the observation normalizer of a run: fresh, or restored from a checkpoint."""
+    family = make_family(cfg.family)
+    module = ActorCritic(family.obs_dim, family.action_dim, cfg.hidden)
+    learner = make_outer_loop(cfg, module, init_params(module, cfg.seed))
+    normalizer = ObsNormalizer(family.obs_dim, cfg.normalize_obs)
+    if state is not None:
+        learner.load_state_dict(state["learner"])
+        normalizer.load_state_dict(state["normalizer"])
+    return learner, normalizer
+
+
+def load_run(run: str | Path, which: str = "latest") -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
+    """A trained run's config, outer loop and normalizer from ``checkpoints/<which>.pt`` (``latest`` or ``best``)."""
+    cfg, state = read_checkpoint(Path(run), which)
+    return (cfg, *build(cfg, state))
+
+
+def read_checkpoint(run: Path, which: str) -> tuple[TrainConfig, dict]:
+    """A run's config and its checkpoint ``which``, checked to belong together (one-line ``ValueError`` if not)."""
+    if not (run / "config.yaml").is_file():
+        raise ValueError(f"{run}: not a run folder (no config.yaml)")
+    cfg = from_dict(load_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
+    state = checkpoint.load(run / "checkpoints" / f"{which}.pt")
+    if state.get("config") != to_dict(cfg):
+        raise ValueError(f"{run}: checkpoints/{which}.pt belongs to another run (its config differs)")
+    return cfg, state
+
+
 def adapt_and_measure(
     env: TaskVecEnv,
     learner: OuterLoop,
@@ -110,13 +134,9 @@ def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
     task_rng = np.random.default_rng(cfg.seed)
     noise = torch.Generator().manual_seed(cfg.seed)
     env = TaskVecEnv(family, family.sample(0, cfg.meta_batch), cfg.envs_per_task, cfg.backend, cfg.device, cfg.seed)
-    module = ActorCritic(family.obs_dim, family.action_dim, cfg.hidden)
-    learner = make_outer_loop(cfg, module, init_params(module, cfg.seed))
-    normalizer = ObsNormalizer(family.obs_dim, cfg.normalize_obs)
+    learner, normalizer = build(cfg, state)
     start, best = 0, -float("inf")
     if state is not None:
-        learner.load_state_dict(state["learner"])
-        normalizer.load_state_dict(state["normalizer"])
         task_rng.bit_generator.state = state["rng"]["numpy"]
         noise.set_state(state["rng"]["torch"])
         start, best = state["iteration"], state["best"]
