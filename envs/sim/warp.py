@@ -25,13 +25,14 @@ per family on a CPU, a warm load under a second."""
 
 def _import_warp():
     try:
-        import mujoco_warp
         import warp
     except ImportError:
         raise ValueError("backend='warp' needs MuJoCo Warp: pip install -e '.[gpu]' (mujoco-warp, warp-lang)") from None
-    # Configuration only takes effect before Warp's runtime starts; later calls find it running and keep it.
+    # Configuration takes effect only before Warp's runtime starts, and importing mujoco_warp starts it.
     warp.config.kernel_cache_dir = os.environ.get("WARP_CACHE_PATH", str(CACHE_DIR))
-    warp.config.quiet = True
+    warp.config.log_level = warp.LOG_WARNING  # no start-up banner or per-module compile lines
+    import mujoco_warp
+
     warp.init()
     return warp, mujoco_warp
 
