@@ -1,0 +1,48 @@
+"""Meta-training makes adaptation pay on held-out ``point`` tasks: after one inner step, the meta-learned policy's
+returns are significantly higher than before the step, and higher than an untrained initialization reaches with the
+same step (a fresh network already gains a little from one large step, so the first comparison alone would not
+prove meta-learning). Paired over the same 20 test tasks, 95 % percentile bootstrap."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from envs.registry import make_family
+from envs.vec_env import TaskVecEnv
+from meta.config import TrainConfig
+from meta.trainer import adapt_and_measure, build, load_run, train
+
+# From a sweep on this machine (3 training seeds: post − pre +6.7 to +8.8, every 95 % CI above 0; ~50 s of training
+# on 2 busy cores). One large inner step; observation normalization off (with it, large inner steps diverged here).
+POINT = dict(
+    family="point", algo="maml", inner_lr=1.0, envs_per_task=16, meta_batch=10, iterations=150, normalize_obs=False
+)
+
+
+def bootstrap_low(x: np.ndarray, seed: int = 0, n: int = 10_000) -> float:
+    """Lower end of the 95 % percentile-bootstrap interval of the mean of ``x``."""
+    means = np.random.default_rng(seed).choice(x, (n, x.size)).mean(1)
+    return float(np.percentile(means, 2.5))
+
+
+def pre_and_post(learner, normalizer, cfg) -> tuple[np.ndarray, np.ndarray]:
+    family = make_family(cfg.family)
+    tasks = family.sample(123, 20, "test")
+    env = TaskVecEnv(family, tasks, cfg.envs_per_task)
+    support, _, _, query = adapt_and_measure(env, learner, normalizer, tasks, torch.Generator().manual_seed(1), (7, 8))
+    return support.stats["return"].numpy(), query.stats["return"].numpy()
+
+
+def test_meta_trained_point_policy_adapts_to_held_out_tasks(tmp_path):
+    run = train(dataclasses.replace(TrainConfig(), **POINT, out=str(tmp_path / "run")))
+    cfg, learner, normalizer = load_run(run)
+    pre, post = pre_and_post(learner, normalizer, cfg)
+    _, untrained_post = pre_and_post(*build(cfg), cfg)
+    gain, over_untrained = post - pre, post - untrained_post
+    assert bootstrap_low(gain) > 0, f"post − pre {gain.mean():.2f} (CI low {bootstrap_low(gain):.2f})"
+    assert bootstrap_low(over_untrained) > 0, (
+        f"post − untrained post {over_untrained.mean():.2f} (CI low {bootstrap_low(over_untrained):.2f})"
+    )
