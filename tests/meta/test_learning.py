@@ -15,8 +15,9 @@ from envs.vec_env import TaskVecEnv
 from meta.config import TrainConfig
 from meta.trainer import adapt_and_measure, build, load_run, train
 
-# From a sweep on this machine (3 training seeds: post − pre +6.7 to +8.8, every 95 % CI above 0; ~50 s of training
-# on 2 busy cores). One large inner step; observation normalization off (with it, large inner steps diverged here).
+# From a sweep on this machine (docs/training.md; 3 training seeds: post − pre +6.7 to +8.8, every 95 % CI above 0;
+# ~50 s of training on 2 busy cores). One large inner step; observation normalization off (with it, large inner
+# steps diverged here).
 POINT = dict(
     family="point", algo="maml", inner_lr=1.0, envs_per_task=16, meta_batch=10, iterations=150, normalize_obs=False
 )
