@@ -1,0 +1,229 @@
+"""Few-shot adaptation on held-out tasks: the protocol, its aggregate statistics, and the plot.
+
+For each of ``n_tasks`` tasks sampled from a held-out split, every method starts from its initialization and
+takes ``steps`` (K) inner PPO steps, each from ``support_episodes`` fresh episodes of its current policy; after
+every step, and before the first (k = 0), it is measured on ``eval_episodes`` fresh evaluation episodes that are
+never used for adaptation. All tasks adapt at once (task-stacked parameters). Results are aggregated over tasks
+and seeds as mean and IQM with 95 % bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.gae import gae
+from agents.normalizer import ObsNormalizer
+from agents.policy import ActorCritic, Params, init_params
+from agents.ppo import adapt
+from agents.rollout import collect
+from envs.family import Family, TaskBatch
+from envs.vec_env import TaskVecEnv
+from meta.config import TrainConfig
+from meta.outer_loop import OuterLoop
+from meta.statistics import summarize
+
+METRICS = ("return", "success", "length")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The protocol's settings (also ``evaluate.py``'s options)."""
+
+    split: str = "test"
+    """held-out split to sample tasks from: test or ood"""
+    n_tasks: int = 20
+    """tasks per seed"""
+    steps: int = 3
+    """K: inner steps of adaptation, each from fresh support episodes; k = 0 … K are measured"""
+    support_episodes: int = 10
+    """episodes per task collected for each inner step"""
+    eval_episodes: int = 10
+    """fresh episodes per task measuring the policy before and after every step"""
+    seeds: tuple[int, ...] = (0,)
+    """seeds: each samples its own tasks, resets and action noise"""
+
+    def __post_init__(self) -> None:
+        if self.split not in ("test", "ood"):
+            raise ValueError(
+                f"split={self.split!r} is not allowed: expected test or ood (train tasks are not held out)"
+            )
+        for name in ("n_tasks", "support_episodes", "eval_episodes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} is not allowed: expected a positive integer")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
+            raise ValueError(f"steps={self.steps!r} is not allowed: expected an integer K >= 0")
+        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds={self.seeds!r} is not allowed: expected one or more non-negative integers")
+
+
+@dataclass
+class Method:
+    """An initialization and the inner loop that adapts it."""
+
+    name: str
+    module: ActorCritic
+    theta: Params
+    """Initial parameters (unstacked)."""
+    normalizer: ObsNormalizer
+    inner_lr: float | Params
+    cfg: TrainConfig
+    """Where the inner loop's hyperparameters (clip, coefficients, γ, λ) come from."""
+
+
+def meta_method(cfg: TrainConfig, learner: OuterLoop, normalizer: ObsNormalizer) -> Method:
+    """The meta-learned initialization of a run, adapted with its own inner loop (Meta-SGD: its step sizes)."""
+    lr = learner.inner_lr()
+    lr = {k: v.detach() for k, v in lr.items()} if isinstance(lr, dict) else lr
+    theta = {k: v.detach() for k, v in learner.theta.items()}
+    return Method(cfg.algo, learner.module, theta, normalizer, lr, cfg)
+
+
+def scratch_method(cfg: TrainConfig, family: Family, seed: int) -> Method:
+    """A freshly initialized policy (no observation statistics) adapted with the run's inner loop."""
+    module = ActorCritic(family.obs_dim, family.action_dim, cfg.hidden)
+    normalizer = ObsNormalizer(family.obs_dim, enabled=False)
+    return Method("scratch", module, init_params(module, 10_000 + seed), normalizer, cfg.inner_lr, cfg)
+
+
+def adaptation_curve(method: Method, family: Family, tasks: TaskBatch, ec: EvalConfig, seed: int) -> dict:
+    """Measure ``method`` on ``tasks`` before and after each of K inner steps.
+
+    :return: ``{"return"|"success"|"length": array [K + 1, n_tasks]}`` (per-task means over the evaluation
+        episodes) and ``"adaptation_env_steps"``: env steps each task's adaptation consumed.
+    """
+    n, horizon, c = len(tasks), family.episode_length, method.cfg
+    support_env = TaskVecEnv(family, tasks, ec.support_episodes, seed=seed)
+    eval_env = TaskVecEnv(family, tasks, ec.eval_episodes, seed=seed)
+    noise = torch.Generator().manual_seed(seed)
+    seeds = iter(np.random.default_rng(seed).integers(2**31, size=2 * ec.steps + 1).tolist())
+    phi = {k: v.detach().unsqueeze(0).repeat(n, *([1] * v.dim())) for k, v in method.theta.items()}
+    curve: dict[str, list] = {m: [] for m in METRICS}
+    used = 0
+    for k in range(ec.steps + 1):
+        measured = collect(eval_env, method.module, phi, method.normalizer, horizon, noise, next(seeds))
+        for m in METRICS:
+            curve[m].append(measured.stats[m].numpy())
+        if k == ec.steps:
+            break
+        support = collect(support_env, method.module, phi, method.normalizer, horizon, noise, next(seeds))
+        used += horizon * ec.support_episodes
+        adv, ret = gae(
+            support.rewards, support.values, support.next_values, support.episode_ends, c.gamma, c.gae_lambda
+        )
+        start = {k: v.requires_grad_(True) for k, v in phi.items()}
+        phi, _ = adapt(
+            method.module, start, support, adv, ret, 1, method.inner_lr, False, c.clip, c.vf_coef, c.ent_coef
+        )
+        phi = {k: v.detach() for k, v in phi.items()}
+    return {**{m: np.stack(v) for m, v in curve.items()}, "adaptation_env_steps": used}
+
+
+def aggregate(curves: list[dict], seed: int = 0) -> list[dict]:
+    """Per k: each metric's :func:`meta.statistics.summarize` over all tasks of all seeds."""
+    steps = curves[0]["return"].shape[0]
+    return [
+        {"k": k, **{m: summarize(np.concatenate([c[m][k] for c in curves]), seed=seed) for m in METRICS}}
+        for k in range(steps)
+    ]
+
+
+def plot(summaries: dict[str, list[dict]], title: str, path) -> None:
+    """Return and success rate (IQM with 95 % bands) against k, one line per method, written to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in ((axes[0], "return", "episode return"), (axes[1], "success", "success rate")):
+        for name, rows in summaries.items():
+            ks = [r["k"] for r in rows]
+            mid = [r[metric]["iqm"] for r in rows]
+            ax.plot(ks, mid, marker="o", label=name)
+            ax.fill_between(
+                ks, [r[metric]["iqm_ci_low"] for r in rows], [r[metric]["iqm_ci_high"] for r in rows], alpha=0.2
+            )
+        ax.set_xlabel("inner steps k (0 = before adaptation)")
+        ax.set_ylabel(f"{label} (IQM, 95 % CI)")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_methods(methods: list[Method], family: Family, ec: EvalConfig, progress=None) -> dict:
+    """Every method on the same tasks and seeds. Returns per-task curves, summaries and the task batches."""
+    results: dict = {"tasks": {}, "methods": {}}
+    for seed in ec.seeds:
+        results["tasks"][str(seed)] = family.sample(seed, ec.n_tasks, ec.split).to_dict()
+    for method in methods:
+        curves = []
+        for seed in ec.seeds:
+            tasks = family.sample(seed, ec.n_tasks, ec.split)
+            curves.append(adaptation_curve(method, family, tasks, ec, seed))
+            if progress is not None:
+                progress.update(1)
+        results["methods"][method.name] = {
+            "adaptation_env_steps_per_task": curves[0]["adaptation_env_steps"],
+            "per_task": {m: [c[m].tolist() for c in curves] for m in METRICS},
+            "summary": aggregate(curves),
+        }
+    return results
+
+
+def config_dict(ec: EvalConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(ec).items()}
+
+
+def table(results: dict) -> str:
+    """The printed summary: per method and k, return and success (IQM [95 % CI])."""
+    lines = [f"{'method':10s} {'k':>2s}  {'return IQM [95% CI]':>28s}  {'success IQM [95% CI]':>24s}"]
+    for name, r in results["methods"].items():
+        for row in r["summary"]:
+            ret, suc = row["return"], row["success"]
+            lines.append(
+                f"{name:10s} {row['k']:2d}  {ret['iqm']:9.2f} [{ret['iqm_ci_low']:8.2f}, {ret['iqm_ci_high']:8.2f}]"
+                f"  {suc['iqm']:6.1%} [{suc['iqm_ci_low']:6.1%}, {suc['iqm_ci_high']:6.1%}]"
+            )
+    return "\n".join(lines)
+
+
+def write_outputs(results: dict, out: Path, title: str) -> None:
+    """``eval.json`` (every number), ``eval.csv`` (one row per method, k and metric) and ``adaptation.png`` in ``out``;
+    each written to a temporary name first, so a failure leaves no half-written file."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"method": name, "k": row["k"], "metric": m, **row[m]}
+        for name, r in results["methods"].items()
+        for row in r["summary"]
+        for m in METRICS
+    ]
+    writes = {
+        "eval.json": lambda p: p.write_text(json.dumps(results, indent=1) + "\n"),
+        "eval.csv": lambda p: _write_csv(p, rows),
+        "adaptation.png": lambda p: plot({k: v["summary"] for k, v in results["methods"].items()}, title, p),
+    }
+    for name, write in writes.items():
+        tmp = out / f".{name}.tmp{Path(name).suffix}"
+        write(tmp)
+        os.replace(tmp, out / name)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)

@@ -1,0 +1,128 @@
+"""The few-shot protocol and ``evaluate.py``: k = 0 is the unadapted policy, adaptation never sees evaluation
+episodes, every method gets the same budget, the same seed gives the same eval.json, bad input exits 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import meta.evaluation as evaluation
+from agents.policy import stack
+from agents.rollout import collect
+from envs.registry import make_family
+from envs.vec_env import TaskVecEnv
+from meta.config import TrainConfig
+from meta.evaluation import EvalConfig, adaptation_curve, evaluate_methods, meta_method, scratch_method
+from meta.trainer import load_run, train
+
+ROOT = Path(__file__).resolve().parents[2]
+EC = EvalConfig(n_tasks=3, steps=2, support_episodes=3, eval_episodes=5, seeds=(0,))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval") / "run"
+    cfg = dataclasses.replace(
+        TrainConfig(), family="point", meta_batch=3, envs_per_task=4, hidden=(16, 16), iterations=2, out=str(out)
+    )
+    return train(cfg)
+
+
+def method(run: Path):
+    cfg, learner, normalizer = load_run(run)
+    return meta_method(cfg, learner, normalizer)
+
+
+def test_k0_is_the_unadapted_policy_and_later_steps_do_not_change_it(run):
+    m, family = method(run), make_family("point")
+    tasks = family.sample(0, EC.n_tasks, "test")
+    with_steps = adaptation_curve(m, family, tasks, EC, seed=4)
+    without = adaptation_curve(m, family, tasks, dataclasses.replace(EC, steps=0), seed=4)
+    np.testing.assert_array_equal(with_steps["return"][0], without["return"][0])
+    # and it is what θ itself scores on the same evaluation episodes
+    env = TaskVecEnv(family, tasks, EC.eval_episodes, seed=4)
+    first_seed = int(np.random.default_rng(4).integers(2**31, size=1)[0])
+    direct = collect(
+        env,
+        m.module,
+        stack(m.theta, EC.n_tasks),
+        m.normalizer,
+        family.episode_length,
+        torch.Generator().manual_seed(4),
+        first_seed,
+    )
+    np.testing.assert_array_equal(without["return"][0], direct.stats["return"].numpy())
+    assert with_steps["return"].shape == (3, 3)
+
+
+def test_adaptation_never_sees_evaluation_episodes(run, monkeypatch):
+    seen = []
+    real = evaluation.adapt
+
+    def spy(module, params, batch, *args, **kw):
+        seen.append(batch.obs.shape[2])  # episodes per task in the batch it adapts on
+        return real(module, params, batch, *args, **kw)
+
+    monkeypatch.setattr(evaluation, "adapt", spy)
+    family = make_family("point")
+    adaptation_curve(method(run), family, family.sample(0, EC.n_tasks, "test"), EC, seed=0)
+    assert seen == [EC.support_episodes] * EC.steps  # one step per k, always on support episodes (3, never 5)
+
+
+def test_every_method_gets_exactly_the_stated_budget(run):
+    family = make_family("point")
+    cfg = load_run(run)[0]
+    results = evaluate_methods([method(run), scratch_method(cfg, family, 0)], family, EC)
+    budget = EC.steps * EC.support_episodes * family.episode_length
+    assert {m: r["adaptation_env_steps_per_task"] for m, r in results["methods"].items()} == {
+        "maml": budget,
+        "scratch": budget,
+    }
+    assert [row["k"] for row in results["methods"]["scratch"]["summary"]] == [0, 1, 2]
+
+
+def evaluate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_the_same_seed_gives_the_same_eval_json(run, tmp_path):
+    small = ["--tasks", "3", "--steps", "1", "--support-episodes", "2", "--eval-episodes", "2", "--seeds", "3"]
+    for name in ("a", "b"):
+        out = evaluate(str(run), *small, "--out", str(tmp_path / name), cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+    a, b = ((tmp_path / n / "eval.json").read_text() for n in ("a", "b"))
+    assert a == b
+    data = json.loads(a)
+    assert set(data["methods"]) == {"maml", "scratch"} and data["config"]["seeds"] == [3]
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {"eval.json", "eval.csv", "adaptation.png"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--split", "train"], "invalid choice: 'train'"),
+        (["--baselines", "oracle"], "invalid choice: 'oracle'"),
+        (["--steps", "-1"], "steps=-1 is not allowed"),
+        (["--out", "/proc/no-such-place/eval"], "is not writable"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(run, tmp_path, args, message):
+    before = sorted(p.name for p in run.iterdir())
+    out = evaluate(str(run), *args, cwd=tmp_path)
+    assert out.returncode == 2 and message in out.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_folder_without_a_checkpoint_exits_2(tmp_path):
+    (tmp_path / "notarun").mkdir()
+    out = evaluate(str(tmp_path / "notarun"), cwd=tmp_path)
+    assert out.returncode == 2 and "not a run folder" in out.stderr
