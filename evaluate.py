@@ -19,7 +19,16 @@ from tqdm import tqdm
 
 from envs.registry import make_family
 from meta.config import to_dict
-from meta.evaluation import EvalConfig, config_dict, evaluate_methods, meta_method, scratch_method, table, write_outputs
+from meta.evaluation import (
+    EvalConfig,
+    adaptation_curve,
+    config_dict,
+    evaluate_methods,
+    meta_method,
+    scratch_method,
+    table,
+    write_outputs,
+)
 from meta.trainer import load_run
 
 BASELINES = ("scratch",)
@@ -48,7 +57,42 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES), help="baselines to run")
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="which checkpoint to load")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval/<split>)")
+    p.add_argument(
+        "--export-sb3",
+        type=Path,
+        metavar="FILE.zip",
+        help="adapt to the task of --task for K steps and write the adapted policy as an SB3 PPO model",
+    )
+    p.add_argument(
+        "--task",
+        type=Path,
+        metavar="TASK.json",
+        help="the task to adapt to for --export-sb3: a one-task batch (python -m envs sample FAMILY --n 1)",
+    )
     return p
+
+
+def export(args, cfg, learner, normalizer, ec: EvalConfig) -> None:
+    """``--export-sb3``: adapt the meta-learned policy to one task, then hand it to SB3."""
+    from envs.family import TaskBatch
+    from meta.sb3_export import export_sb3
+
+    if args.task is None:
+        raise ValueError("--export-sb3 needs --task TASK.json (the task to adapt to)")
+    try:
+        batch = TaskBatch.from_json(args.task.read_text())
+    except OSError as e:
+        raise ValueError(f"--task {args.task} cannot be read: {e.strerror}") from None
+    if batch.family != cfg.family or len(batch) != 1:
+        raise ValueError(f"--task {args.task} must hold exactly one {cfg.family} task")
+    family = make_family(cfg.family)
+    curve = adaptation_curve(meta_method(cfg, learner, normalizer), family, batch, ec, ec.seeds[0])
+    adapted = {k: v[0] for k, v in curve["adapted"].items()}
+    export_sb3(adapted, cfg.hidden, normalizer, family, batch.tasks[0], args.export_sb3)
+    print(
+        f"adapted to {args.task} with {ec.steps} inner steps (return {curve['return'][0, 0]:.1f} → "
+        f"{curve['return'][-1, 0]:.1f}); wrote {args.export_sb3}: load it with stable_baselines3.PPO.load"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             args.split, args.tasks, args.steps, args.support_episodes, args.eval_episodes, tuple(args.seeds)
         )
         cfg, learner, normalizer = load_run(args.run, args.checkpoint)
+        torch.set_num_threads(1)  # torch shares the cores with MuJoCo's thread pool
+        if args.export_sb3 is not None:
+            export(args, cfg, learner, normalizer, ec)
+            return 0
         out = args.out or Path(args.run) / "eval" / ec.split
         try:  # the last check, so bad input above leaves nothing behind
             out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out {out} is not writable")
     except ValueError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
-    torch.set_num_threads(1)
     family = make_family(cfg.family)
     methods = [meta_method(cfg, learner, normalizer)]
     if "scratch" in args.baselines:

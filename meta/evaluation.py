@@ -98,7 +98,8 @@ def adaptation_curve(method: Method, family: Family, tasks: TaskBatch, ec: EvalC
     """Measure ``method`` on ``tasks`` before and after each of K inner steps.
 
     :return: ``{"return"|"success"|"length": array [K + 1, n_tasks]}`` (per-task means over the evaluation
-        episodes) and ``"adaptation_env_steps"``: env steps each task's adaptation consumed.
+        episodes), ``"adaptation_env_steps"`` (env steps each task's adaptation consumed) and ``"adapted"``: the
+        parameters after K steps, task-stacked ``[n_tasks, *shape]``.
     """
     n, horizon, c = len(tasks), family.episode_length, method.cfg
     support_env = TaskVecEnv(family, tasks, ec.support_episodes, seed=seed)
@@ -124,7 +125,7 @@ def adaptation_curve(method: Method, family: Family, tasks: TaskBatch, ec: EvalC
             method.module, start, support, adv, ret, 1, method.inner_lr, False, c.clip, c.vf_coef, c.ent_coef
         )
         phi = {k: v.detach() for k, v in phi.items()}
-    return {**{m: np.stack(v) for m, v in curve.items()}, "adaptation_env_steps": used}
+    return {**{m: np.stack(v) for m, v in curve.items()}, "adaptation_env_steps": used, "adapted": phi}
 
 
 def aggregate(curves: list[dict], seed: int = 0) -> list[dict]:

@@ -126,3 +126,33 @@ def test_a_folder_without_a_checkpoint_exits_2(tmp_path):
     (tmp_path / "notarun").mkdir()
     out = evaluate(str(tmp_path / "notarun"), cwd=tmp_path)
     assert out.returncode == 2 and "not a run folder" in out.stderr
+
+
+def test_export_sb3_writes_the_adapted_policy_that_ppo_load_opens(run, tmp_path):
+    from stable_baselines3 import PPO
+
+    from envs.family import TaskBatch
+    from envs.task_env import TaskEnv
+    from meta.sb3_export import mean_action
+
+    family = make_family("point")
+    batch = family.sample(5, 1, "test")
+    (tmp_path / "task.json").write_text(batch.to_json())
+    args = ["--task", "task.json", "--export-sb3", "adapted.zip", "--steps", "2", "--support-episodes", "3"]
+    out = evaluate(str(run), *args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    model = PPO.load(tmp_path / "adapted.zip")
+    # the same protocol, seed and task give the same adapted parameters here
+    ec = dataclasses.replace(EvalConfig(), steps=2, support_episodes=3)
+    m = method(run)
+    adapted = {
+        k: v[0] for k, v in adaptation_curve(m, family, TaskBatch.from_json(batch.to_json()), ec, 0)["adapted"].items()
+    }
+    assert not all(torch.equal(adapted[k], m.theta[k]) for k in adapted)  # adaptation changed the policy
+    env = TaskEnv(family, batch.tasks[0])
+    obs, _ = env.reset(seed=0)
+    sb3_mean = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0]).distribution.mean
+    np.testing.assert_allclose(sb3_mean.detach().numpy()[0], mean_action(adapted, m.normalizer, obs), atol=1e-5)
+    model.set_env(env)
+    model.learn(64)
+    assert model.num_timesteps > 0
