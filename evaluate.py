@@ -13,7 +13,6 @@ import platform
 import sys
 from pathlib import Path
 
-import mujoco
 import torch
 from tqdm import tqdm
 
@@ -21,17 +20,19 @@ from envs.registry import make_family
 from meta.config import to_dict
 from meta.evaluation import (
     EvalConfig,
+    SB3Baseline,
     adaptation_curve,
     config_dict,
     evaluate_methods,
     meta_method,
+    multitask_method,
     scratch_method,
     table,
     write_outputs,
 )
-from meta.trainer import load_run
+from meta.trainer import load_run, read_checkpoint
 
-BASELINES = ("scratch",)
+BASELINES = ("scratch", "multitask", "sb3")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,9 +55,22 @@ def parser() -> argparse.ArgumentParser:
         help=f"fresh episodes per task measuring each k (default {d.eval_episodes})",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds), help="seeds (each samples its own tasks)")
-    p.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES), help="baselines to run")
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        choices=BASELINES,
+        default=["scratch"],
+        help="baselines under the same protocol and budget (default: scratch; multitask trains once, then is "
+        "cached in RUN_DIR/eval)",
+    )
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="which checkpoint to load")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval/<split>)")
+    p.add_argument(
+        "--video",
+        action="store_true",
+        help="also render up to 4 held-out tasks before and after K steps, side by side, to adaptation.mp4",
+    )
+    p.add_argument("--video-only", action="store_true", help="render the video and skip the metrics")
     p.add_argument(
         "--export-sb3",
         type=Path,
@@ -95,6 +109,23 @@ def export(args, cfg, learner, normalizer, ec: EvalConfig) -> None:
     )
 
 
+def video(cfg, learner, normalizer, ec: EvalConfig, out: Path) -> None:
+    """``--video``: the meta-learned policy before adaptation and after K steps on up to 4 held-out tasks."""
+    from meta.sb3_export import mean_action
+    from meta.video import render_comparison
+
+    family = make_family(cfg.family)
+    tasks = family.sample(ec.seeds[0], min(4, ec.n_tasks), ec.split)
+    method = meta_method(cfg, learner, normalizer)
+    adapted = adaptation_curve(method, family, tasks, ec, ec.seeds[0])["adapted"]
+    policies = [
+        ("before adaptation", lambda i, obs: mean_action(method.theta, normalizer, obs)),
+        (f"after K={ec.steps}", lambda i, obs: mean_action({k: v[i] for k, v in adapted.items()}, normalizer, obs)),
+    ]
+    frames = render_comparison(family, tasks, policies, out / "adaptation.mp4", seed=ec.seeds[0])
+    print(f"wrote {out / 'adaptation.mp4'} ({frames} frames, {len(tasks)} tasks × before/after)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -114,14 +145,33 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out {out} is not writable: {e.strerror}") from None
         if not os.access(out, os.W_OK):
             raise ValueError(f"--out {out} is not writable")
+        if args.video or args.video_only:
+            from meta.video import choose_gl_backend
+
+            try:
+                choose_gl_backend()
+            except RuntimeError as e:  # no offscreen GL: a missing system package, said in one line
+                p.exit(1, f"{p.prog}: error: {e}\n")
     except ValueError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
+    if args.video or args.video_only:
+        video(cfg, learner, normalizer, ec, out)
+        if args.video_only:
+            return 0
     family = make_family(cfg.family)
     methods = [meta_method(cfg, learner, normalizer)]
     if "scratch" in args.baselines:
         methods.append(scratch_method(cfg, family, cfg.seed))
+    if "multitask" in args.baselines:
+        iterations = read_checkpoint(Path(args.run), args.checkpoint)[1]["iteration"]
+        print(f"multitask baseline: PPO on the train split for the run's {iterations} iterations (cached)")
+        methods.append(multitask_method(Path(args.run), cfg, iterations))
+    if "sb3" in args.baselines:
+        methods.append(SB3Baseline())
     with tqdm(total=len(methods) * len(ec.seeds), desc=f"evaluate {cfg.family} {ec.split}", unit="seed") as bar:
         results = evaluate_methods(methods, family, ec, progress=bar)
+    import mujoco  # after envs chose the offscreen GL backend (MUJOCO_GL), which must precede mujoco's import
+
     results = {
         "run": str(args.run),
         "checkpoint": args.checkpoint,

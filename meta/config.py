@@ -26,7 +26,7 @@ import yaml
 from envs.registry import FAMILIES
 from envs.sim import BACKENDS, DEVICES
 
-ALGOS = ("maml", "fomaml", "metasgd", "reptile")
+ALGOS = ("maml", "fomaml", "metasgd", "reptile", "multitask")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class TrainConfig:
     family: str = "door"
     """task family: grasp, terrain, door, point or cheetah"""
     algo: str = "maml"
-    """outer loop: maml, fomaml, metasgd or reptile"""
+    """outer loop: maml, fomaml, metasgd or reptile (or multitask: plain PPO on all train tasks, a baseline)"""
     meta_batch: int = 10
     """tasks per meta-iteration"""
     envs_per_task: int = 8

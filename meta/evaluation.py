@@ -25,6 +25,7 @@ from agents.policy import ActorCritic, Params, init_params
 from agents.ppo import adapt
 from agents.rollout import collect
 from envs.family import Family, TaskBatch
+from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
 from meta.config import TrainConfig
 from meta.outer_loop import OuterLoop
@@ -78,6 +79,77 @@ class Method:
     cfg: TrainConfig
     """Where the inner loop's hyperparameters (clip, coefficients, γ, λ) come from."""
 
+    def curve(self, family: Family, tasks: TaskBatch, ec: EvalConfig, seed: int) -> dict:
+        return adaptation_curve(self, family, tasks, ec, seed)
+
+
+@dataclass
+class SB3Baseline:
+    """Stable-Baselines3 PPO (MlpPolicy defaults) from scratch on each task through ``TaskEnv``, with the same
+    per-task budget: one PPO update on each block of ``support_episodes`` episodes, measured before the first and
+    after every block on fresh episodes of a separate env."""
+
+    name: str = "sb3"
+
+    def curve(self, family: Family, tasks: TaskBatch, ec: EvalConfig, seed: int) -> dict:
+        from stable_baselines3 import PPO
+
+        block = ec.support_episodes * family.episode_length
+        curve = {m: np.zeros((ec.steps + 1, len(tasks))) for m in METRICS}
+        used = []
+        for i, task in enumerate(tasks.tasks):
+            model = PPO(
+                "MlpPolicy",
+                TaskEnv(family, task),
+                n_steps=block,
+                batch_size=max(d for d in range(1, 65) if block % d == 0),  # minibatches that split the rollout
+                seed=seed * 1000 + i,
+                device="cpu",
+            )
+            probe = TaskEnv(family, task)
+            for k in range(ec.steps + 1):
+                for m, value in _sb3_episodes(model, probe, ec.eval_episodes, seed * 1000 + 100 * i + k).items():
+                    curve[m][k, i] = value
+                if k < ec.steps:
+                    model.learn(block, reset_num_timesteps=False)
+            used.append(model.num_timesteps)
+        if len(set(used)) != 1:
+            raise RuntimeError(f"SB3 used different budgets per task: {used}")
+        return {**curve, "adaptation_env_steps": used[0]}
+
+
+def _sb3_episodes(model, env: TaskEnv, episodes: int, seed: int) -> dict[str, float]:
+    """Mean return, success rate and length of ``episodes`` episodes of ``model``'s stochastic policy."""
+    returns, successes, lengths = [], [], []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed * 100 + e)
+        done, total, steps, info = False, 0.0, 0, {}
+        while not done:
+            action, _ = model.predict(obs, deterministic=False)
+            obs, reward, terminated, truncated, info = env.step(action)
+            total, steps, done = total + reward, steps + 1, terminated or truncated
+        returns.append(total)
+        successes.append(float(info["is_success"]))
+        lengths.append(steps)
+    return {"return": float(np.mean(returns)), "success": float(np.mean(successes)), "length": float(np.mean(lengths))}
+
+
+def multitask_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
+    """The multitask baseline of a run: PPO on the train split for the run's env-step budget (the same iterations
+    and rollout sizes), trained once and cached in ``RUN_DIR/eval/multitask-<iterations>``; adapted with the
+    run's inner loop (scalar step size)."""
+    from meta.trainer import load_run, train
+
+    folder = Path(run) / "eval" / f"multitask-{iterations}"
+    if (folder / "checkpoints" / "latest.pt").is_file():
+        train(None, resume=str(folder))  # finishes an interrupted baseline; nothing to do for a complete one
+    else:
+        train(dataclasses.replace(cfg, algo="multitask", iterations=iterations, out=str(folder)))
+    mt_cfg, learner, normalizer = load_run(folder)
+    return Method(
+        "multitask", learner.module, {k: v.detach() for k, v in learner.theta.items()}, normalizer, cfg.inner_lr, mt_cfg
+    )
+
 
 def meta_method(cfg: TrainConfig, learner: OuterLoop, normalizer: ObsNormalizer) -> Method:
     """The meta-learned initialization of a run, adapted with its own inner loop (Meta-SGD: its step sizes)."""
@@ -116,7 +188,7 @@ def adaptation_curve(method: Method, family: Family, tasks: TaskBatch, ec: EvalC
         if k == ec.steps:
             break
         support = collect(support_env, method.module, phi, method.normalizer, horizon, noise, next(seeds))
-        used += horizon * ec.support_episodes
+        used += support.rewards.shape[0] * support.rewards.shape[2]  # steps × episodes of one task
         adv, ret = gae(
             support.rewards, support.values, support.next_values, support.episode_ends, c.gamma, c.gae_lambda
         )
@@ -165,7 +237,7 @@ def plot(summaries: dict[str, list[dict]], title: str, path) -> None:
     plt.close(fig)
 
 
-def evaluate_methods(methods: list[Method], family: Family, ec: EvalConfig, progress=None) -> dict:
+def evaluate_methods(methods: list[Method | SB3Baseline], family: Family, ec: EvalConfig, progress=None) -> dict:
     """Every method on the same tasks and seeds. Returns per-task curves, summaries and the task batches."""
     results: dict = {"tasks": {}, "methods": {}}
     for seed in ec.seeds:
@@ -174,7 +246,7 @@ def evaluate_methods(methods: list[Method], family: Family, ec: EvalConfig, prog
         curves = []
         for seed in ec.seeds:
             tasks = family.sample(seed, ec.n_tasks, ec.split)
-            curves.append(adaptation_curve(method, family, tasks, ec, seed))
+            curves.append(method.curve(family, tasks, ec, seed))
             if progress is not None:
                 progress.update(1)
         results["methods"][method.name] = {

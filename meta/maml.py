@@ -3,6 +3,7 @@
 - ``MAML``: differentiates through the inner steps (second order; Finn et al. 2017).
 - ``FOMAML``: the same gradient without the second-order terms (the inner gradients are constants).
 - ``MetaSGD``: MAML that also meta-learns a step size per parameter entry (Li et al. 2017).
+- ``MultiTask``: the baseline, plain multi-task PPO on the same data budget.
 θ (and Meta-SGD's step sizes) follow Adam with the outer gradient's norm clipped.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from agents.policy import ActorCritic, Params
+from agents.policy import ActorCritic, Params, stack
 from agents.ppo import ppo_loss
 from agents.rollout import Rollout
 from meta.outer_loop import OuterLoop
@@ -72,3 +73,29 @@ class MetaSGD(MAML):
         with torch.no_grad():
             for k, v in self.alpha.items():
                 v.copy_(state["alpha"][k])
+
+
+class MultiTask(MAML):
+    """Not meta-learning: the baseline a user would pick instead. One policy trained with plain PPO on the rollouts
+    of all train tasks (both of each iteration's rollouts are on-policy data for θ), with the same Adam and
+    clipping. Adaptation happens only at evaluation, with the same inner loop as the meta-learners."""
+
+    epochs = 4
+    """PPO gradient steps per iteration on the iteration's data."""
+
+    def adapt(self, support: Rollout) -> tuple[Params, dict[str, float]]:
+        return {k: v.detach() for k, v in stack(self.theta, support.rewards.shape[1]).items()}, {}
+
+    def update(self, phi: Params, support: Rollout, query: Rollout) -> dict[str, float]:
+        c = self.cfg
+        batches = [(batch, *self.advantages(batch)) for batch in (support, query)]
+        for _ in range(self.epochs):
+            theta = stack(self.theta, support.rewards.shape[1])
+            loss = sum(
+                ppo_loss(self.module, theta, b, a, r, c.clip, c.vf_coef, c.ent_coef)[0].mean() for b, a, r in batches
+            )
+            self.optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.meta_parameters(), c.max_grad_norm)
+            self.optimizer.step()
+        return {"outer/loss": loss.item(), "outer/grad_norm": grad_norm.item()}

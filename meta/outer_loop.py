@@ -73,11 +73,11 @@ class OuterLoop(abc.ABC):
 
 
 def make_outer_loop(cfg, module: ActorCritic, theta: Params) -> OuterLoop:
-    """The outer loop ``cfg.algo`` names: maml, fomaml, metasgd or reptile."""
-    from meta.maml import FOMAML, MAML, MetaSGD
+    """The outer loop ``cfg.algo`` names: maml, fomaml, metasgd, reptile, or the multitask baseline."""
+    from meta.maml import FOMAML, MAML, MetaSGD, MultiTask
     from meta.reptile import Reptile
 
-    loops = {"maml": MAML, "fomaml": FOMAML, "metasgd": MetaSGD, "reptile": Reptile}
+    loops = {"maml": MAML, "fomaml": FOMAML, "metasgd": MetaSGD, "reptile": Reptile, "multitask": MultiTask}
     if cfg.algo not in loops:
         raise ValueError(f"algo={cfg.algo!r} is not allowed: expected one of {', '.join(ALGOS)}")
     return loops[cfg.algo](module, theta, cfg)

@@ -45,7 +45,7 @@ def test_defaults_are_valid_and_match_the_documented_values() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"algo": "sgd"}, "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile"),
+        ({"algo": "sgd"}, "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, multitask"),
         ({"family": "maze"}, "family='maze' is not allowed: expected one of grasp, terrain, door, point, cheetah"),
         ({"backend": "jax"}, "backend='jax' is not allowed: expected one of cpu, warp"),
         ({"device": "tpu", "backend": "warp"}, "device='tpu' is not allowed: expected one of cpu, cuda"),
@@ -114,7 +114,10 @@ def test_save_yaml_then_load_yaml_round_trips(tmp_path) -> None:
         ({"inner_lr": "fast"}, "config.yaml: inner_lr must be a number, not str 'fast'"),
         ({"hidden": 64}, "config.yaml: hidden must be a list of integers, not int 64"),
         ({"normalize_obs": "yes please"}, "config.yaml: normalize_obs must be true or false, not str 'yes please'"),
-        ({"algo": "sgd"}, "config.yaml: algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile"),
+        (
+            {"algo": "sgd"},
+            "config.yaml: algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, multitask",
+        ),
     ],
 )
 def test_from_dict_refuses_unknown_keys_and_wrong_types_naming_the_source(d: dict, message: str) -> None:
@@ -193,7 +196,7 @@ def test_missing_config_file_exits_2(tmp_path, capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--algo", "sgd"], "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile"),
+        (["--algo", "sgd"], "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, multitask"),
         (["--meta-batch", "0"], "meta_batch=0 is not allowed: expected a positive integer"),
         (["--device", "cuda"], "device='cuda' is not allowed with backend='cpu': use backend='warp' for a GPU"),
         (["--gamma", "2"], "gamma=2.0 is not allowed: expected a number in (0, 1]"),

@@ -19,7 +19,15 @@ from agents.rollout import collect
 from envs.registry import make_family
 from envs.vec_env import TaskVecEnv
 from meta.config import TrainConfig
-from meta.evaluation import EvalConfig, adaptation_curve, evaluate_methods, meta_method, scratch_method
+from meta.evaluation import (
+    EvalConfig,
+    SB3Baseline,
+    adaptation_curve,
+    evaluate_methods,
+    meta_method,
+    multitask_method,
+    scratch_method,
+)
 from meta.trainer import load_run, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,13 +87,25 @@ def test_adaptation_never_sees_evaluation_episodes(run, monkeypatch):
 def test_every_method_gets_exactly_the_stated_budget(run):
     family = make_family("point")
     cfg = load_run(run)[0]
-    results = evaluate_methods([method(run), scratch_method(cfg, family, 0)], family, EC)
-    budget = EC.steps * EC.support_episodes * family.episode_length
+    methods = [method(run), scratch_method(cfg, family, 0), multitask_method(run, cfg, 2), SB3Baseline()]
+    ec = dataclasses.replace(EC, n_tasks=2, steps=1)
+    results = evaluate_methods(methods, family, ec)
+    budget = ec.steps * ec.support_episodes * family.episode_length
     assert {m: r["adaptation_env_steps_per_task"] for m, r in results["methods"].items()} == {
         "maml": budget,
         "scratch": budget,
+        "multitask": budget,
+        "sb3": budget,
     }
-    assert [row["k"] for row in results["methods"]["scratch"]["summary"]] == [0, 1, 2]
+    assert [row["k"] for row in results["methods"]["sb3"]["summary"]] == [0, 1]
+    # the multitask policy was trained for the run's env steps (same iterations and rollout sizes)
+    mt = load_run(run / "eval" / "multitask-2")[0]
+    assert (mt.iterations, mt.meta_batch, mt.envs_per_task, mt.algo) == (
+        2,
+        cfg.meta_batch,
+        cfg.envs_per_task,
+        "multitask",
+    )
 
 
 def evaluate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -156,3 +176,15 @@ def test_export_sb3_writes_the_adapted_policy_that_ppo_load_opens(run, tmp_path)
     model.set_env(env)
     model.learn(64)
     assert model.num_timesteps > 0
+
+
+def test_video_only_writes_an_mp4_of_before_and_after_that_decodes_to_one_frame_per_step(run, tmp_path):
+    import imageio.v3 as iio
+
+    args = ["--tasks", "2", "--steps", "1", "--support-episodes", "2", "--video-only", "--out", str(tmp_path / "v")]
+    out = evaluate(str(run), *args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    frames = iio.imread(tmp_path / "v" / "adaptation.mp4")
+    assert frames.shape[0] == make_family("point").episode_length
+    assert frames.shape[1] > frames.shape[2] / 2  # two task rows of two tiles (before | after)
+    assert not (tmp_path / "v" / "eval.json").exists()  # --video-only skips the metrics
