@@ -3,11 +3,15 @@
 Importing ``envs`` registers the gymnasium ids ``robometa/{Grasp,Terrain,Door,Point,Cheetah}-v0``.
 """
 
+import ctypes.util
 import os
 
-# Offscreen rendering needs a GL backend chosen before mujoco is imported; without a display, EGL.
-if not os.environ.get("DISPLAY"):
-    os.environ.setdefault("MUJOCO_GL", "egl")
+# Offscreen rendering needs a GL backend chosen before mujoco is imported. Without a display: EGL where its
+# library is installed, else OSMesa (meta.video.choose_gl_backend checks that one really renders, and names the
+# packages to install when neither does).
+if not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
+    has_egl = ctypes.util.find_library("EGL") is not None
+    os.environ["MUJOCO_GL"] = "egl" if has_egl or ctypes.util.find_library("OSMesa") is None else "osmesa"
 
 from envs.family import SPLITS, Family, Param, SimState, TaskBatch
 from envs.registry import FAMILIES, gym_id, make_family, register_gym_envs
