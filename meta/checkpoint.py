@@ -20,8 +20,9 @@ import os
 import secrets
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -62,13 +63,19 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
         raise ValueError("state has a 'format' entry: that key is reserved for the checkpoint format tag")
     _check_storable(state, "state")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A dot-name that no glob for "*.pt" picks up; O_EXCL so two writers never share one temporary file, and
-    # os.open's mode (filtered by the umask) gives the same permissions a plain open() would.
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file next to ``path``, flush and fsync it, then rename it onto ``path``: readers
+    see the old file or the new one, never a partial one; a failure removes the temporary file."""
+    # A dot-name that no glob for the real files picks up; O_EXCL so two writers never share one temporary file,
+    # and os.open's mode (filtered by the umask) gives the same permissions a plain open() would.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -17,9 +17,7 @@ training with SB3's own PPO.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ from agents.normalizer import ObsNormalizer
 from agents.policy import ActorCritic, Params
 from envs.family import Family, Task
 from envs.task_env import TaskEnv
+from meta.checkpoint import atomic_write
 
 
 def _hidden_of(params: Params) -> tuple[int, ...]:
@@ -139,20 +138,7 @@ def export_sb3(
     # strict load: a layout change in a future SB3 fails here instead of leaving some weights random.
     model.policy.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()}, strict=True)
 
-    # A dot-name in the same folder (os.replace is atomic only within one file system); O_EXCL so concurrent
-    # exports never share a temporary file. SB3 writes to an open binary file as it would to a path.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            model.save(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, model.save)  # SB3 writes to an open binary file as it would to a path
     return model
 
 
