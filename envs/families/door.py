@@ -40,10 +40,6 @@ PIVOT_INSET = 0.06
 """Lever pivot's distance from the free edge (m)."""
 STANDOFF = 0.09
 """Lever axis's distance in front of the panel (m): the palm must clear the panel while the fingers hold the lever."""
-GRASP_ARM = 0.09
-"""Grasp point's distance from the lever pivot, towards the hinge (m)."""
-LEVER_ARM = 0.06
-"""Half length of the lever bar (m); the bar starts at the pivot."""
 HAND_START = (0.0, -0.1, 0.7)
 """World position of the hand's frame at zero joint positions (m)."""
 
