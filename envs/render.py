@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from envs.family import Family, Task, TaskBatch
+from envs.files import atomic_path
 from envs.task_env import TaskEnv
 
 
@@ -27,7 +27,7 @@ def caption(task: Task, width: int = 44) -> str:
 
 def render_grid(family: Family, batch: TaskBatch, out: Path, steps: int = 0, seed: int = 0) -> None:
     """Render each task of ``batch`` after reset and ``steps`` control steps (the scripted controller where the
-    family has one, else zero action) into one PNG, written atomically."""
+    family has one, else zero action) into one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,11 +55,6 @@ def render_grid(family: Family, batch: TaskBatch, out: Path, steps: int = 0, see
         ax.set_title(caption(task), fontsize=6.5)
     fig.suptitle(f"{family.name} — {batch.split} split" + (f", seed {batch.seed}" if batch.seed is not None else ""))
     fig.tight_layout()
-    # Write next to the target and rename, so a failed render never leaves a half-written file.
-    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=110)
+    with atomic_path(out) as tmp:  # a failed render never leaves a half-written picture
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp.name, 0o666 & ~umask)  # a temp file is private; the picture should not be
-    os.replace(tmp.name, out)

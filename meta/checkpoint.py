@@ -15,16 +15,14 @@ the entry, rather than writing a file that :func:`load` would later refuse.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
+
+from envs.files import atomic_write
 
 FORMAT = "robometa-checkpoint-v1"
 
@@ -64,32 +62,6 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
     _check_storable(state, "state")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` on a temporary file next to ``path``, flush and fsync it, then rename it onto ``path``: readers
-    see the old file or the new one, never a partial one; a failure removes the temporary file."""
-    # A dot-name that no glob for the real files picks up; O_EXCL so two writers never share one temporary file,
-    # and os.open's mode (filtered by the umask) gives the same permissions a plain open() would.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # Persist the rename itself, so that after a power loss the folder names the new file, not a lost one.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _reason(e: BaseException) -> str:

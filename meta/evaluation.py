@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from agents.policy import ActorCritic, Params, init_params
 from agents.ppo import adapt
 from agents.rollout import collect
 from envs.family import Family, TaskBatch
+from envs.files import atomic_path
 from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
 from meta.config import TrainConfig
@@ -276,7 +276,7 @@ def table(results: dict) -> str:
 
 def write_outputs(results: dict, out: Path, title: str) -> None:
     """``eval.json`` (every number), ``eval.csv`` (one row per method, k and metric) and ``adaptation.png`` in ``out``;
-    each written to a temporary name first, so a failure leaves no half-written file."""
+    each written whole or not at all (:func:`envs.files.atomic_path`)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [
         {"method": name, "k": row["k"], "metric": m, **row[m]}
@@ -290,9 +290,8 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
         "adaptation.png": lambda p: plot({k: v["summary"] for k, v in results["methods"].items()}, title, p),
     }
     for name, write in writes.items():
-        tmp = out / f".{name}.tmp{Path(name).suffix}"
-        write(tmp)
-        os.replace(tmp, out / name)
+        with atomic_path(out / name) as tmp:
+            write(tmp)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -28,8 +28,8 @@ from torch.func import functional_call
 from agents.normalizer import ObsNormalizer
 from agents.policy import ActorCritic, Params
 from envs.family import Family, Task
+from envs.files import atomic_write
 from envs.task_env import TaskEnv
-from meta.checkpoint import atomic_write
 
 
 def _hidden_of(params: Params) -> tuple[int, ...]:

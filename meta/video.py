@@ -6,11 +6,11 @@ caption bar names the task's parameters, the policy and whether its episode succ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +19,7 @@ import mujoco
 import numpy as np
 
 from envs.family import Family, Task, TaskBatch
+from envs.files import atomic_path
 from envs.render import caption
 from envs.task_env import TaskEnv, make_renderer
 
@@ -217,7 +218,6 @@ def render_comparison(
     # One env per tile: the render pass steps them all in lockstep.
     envs = [[TaskEnv(family, task) for _ in policies] for task in tasks]
     renderers: list[mujoco.Renderer] = []
-    tmp: str | None = None
     try:
         plans, outcomes = {}, {}
         with tqdm(total=rows * cols, desc="video rollouts", unit="episode", disable=not progress) as bar:
@@ -256,12 +256,14 @@ def render_comparison(
                 r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
                 renderers.append(r)
 
-        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.stem}.", suffix=".mp4", delete=False) as f:
-            tmp = f.name
         rate = fps if fps is not None else round(1 / envs[0][0].control_dt)
-        # macro_block_size=1: the frame is already even-sized; imageio would otherwise rescale to multiples of 16.
-        writer = imageio.get_writer(tmp, format="FFMPEG", fps=rate, codec="libx264", macro_block_size=1)
-        try:
+        with (
+            atomic_path(out) as tmp,
+            contextlib.closing(
+                # macro_block_size=1: frames are already even-sized; imageio would otherwise rescale to multiples of 16
+                imageio.get_writer(tmp, format="FFMPEG", fps=rate, codec="libx264", macro_block_size=1)
+            ) as writer,
+        ):
             for t in tqdm(range(n_steps), desc="video frames", unit="frame", disable=not progress):
                 for i in range(rows):
                     for j in range(cols):
@@ -279,17 +281,8 @@ def render_comparison(
                         y = i * cell_h + bar_h
                         frame[y : y + height, j * width : (j + 1) * width] = r.render()
                 writer.append_data(frame)
-        finally:
-            writer.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a temp file is private; the video should not be
-        os.replace(tmp, out)
-        tmp = None
         return n_steps
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
         for r in renderers:
             r.close()
         for row in envs:
