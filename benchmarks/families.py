@@ -20,7 +20,8 @@ import torch
 from envs.family import format_domain
 from envs.registry import FAMILIES, gym_id, make_family
 from envs.render import render_grid
-from envs.task_env import TaskEnv, scripted_success_rate
+from envs.task_env import TaskEnv
+from envs.vec_env import scripted_success_rate
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

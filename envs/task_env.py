@@ -145,18 +145,3 @@ class TaskEnv(gym.Env):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
-
-
-def scripted_success_rate(family: Family, batch: TaskBatch, seed: int = 0) -> float:
-    """Fraction of ``batch``'s tasks the family's scripted controller solves (``is_success`` at episode end);
-    task ``i`` is reset with seed ``seed + i``."""
-    solved = []
-    for i, task in enumerate(batch.tasks):
-        env = TaskEnv(family, task)
-        env.reset(seed=seed + i)
-        done, info = False, {}
-        while not done:
-            _, _, terminated, truncated, info = env.step(env.scripted_action())
-            done = terminated or truncated
-        solved.append(info["is_success"])
-    return float(np.mean(solved))

@@ -160,3 +160,20 @@ class TaskVecEnv:
 
 
 _STAT_KEYS = ("episodes", "return", "length", "success", "unstable")
+
+
+def scripted_success_rate(family: Family, batch: TaskBatch, seed: int = 0) -> float:
+    """Fraction of ``batch``'s tasks the family's scripted controller solves in one episode (``is_success`` when
+    the episode ends), every task at once in one ``TaskVecEnv`` reset with ``seed``."""
+    env = TaskVecEnv(family, batch, 1, seed=seed)
+    env.reset()
+    n = len(batch)
+    ended = torch.zeros(n, dtype=torch.bool)
+    solved = torch.zeros(n, dtype=torch.bool)
+    while not ended.all():
+        action = family.scripted_action(env.sim.state, env.sim.task).reshape(n, 1, -1)
+        _, _, terminated, truncated, info = env.step(action)
+        now = (terminated | truncated).reshape(n) & ~ended  # only each task's first episode counts
+        solved |= now & info["is_success"].reshape(n)
+        ended |= now
+    return solved.double().mean().item()

@@ -12,7 +12,8 @@ import pytest
 
 import envs
 from envs.family import SPLITS, UNBATCHED_DERIVED, WARP_BATCHABLE
-from envs.task_env import TaskEnv, scripted_success_rate
+from envs.task_env import TaskEnv
+from envs.vec_env import scripted_success_rate
 
 FAMILIES = list(envs.FAMILIES)
 
