@@ -370,12 +370,10 @@ class Family:
         """Initial state of ``B`` worlds: MjData fields to write, at least ``qpos [B, nq]`` and ``qvel [B, nv]``.
 
         Default: the model's ``qpos0`` with small uniform noise and zero velocity."""
-        b = next(iter(task.values())).shape[0]
-        m = self.model0
-        like = next(iter(task.values()))
-        qpos = torch.as_tensor(m.qpos0, dtype=like.dtype, device=like.device).repeat(b, 1)
-        qpos = qpos + torch.as_tensor(rng.uniform(-0.01, 0.01, qpos.shape), dtype=like.dtype, device=like.device)
-        return {"qpos": qpos, "qvel": torch.zeros(b, m.nv, dtype=like.dtype, device=like.device)}
+        like = next(iter(task.values()))  # [B]: gives the batch size, dtype and device
+        m, kw = self.model0, {"dtype": like.dtype, "device": like.device}
+        noise = rng.uniform(-0.01, 0.01, (like.shape[0], m.nq))
+        return {"qpos": torch.as_tensor(m.qpos0 + noise, **kw), "qvel": torch.zeros(like.shape[0], m.nv, **kw)}
 
     def control(self, action: torch.Tensor, state: SimState, task: TaskTensors) -> dict[str, torch.Tensor]:
         """MjData fields to write before the physics steps, from actions ``[B, action_dim]`` in ``[-1, 1]``.

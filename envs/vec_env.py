@@ -98,10 +98,7 @@ class TaskVecEnv:
         self._t += 1
         unstable = sim.unstable()
         terms = f.reward_terms(sim.state, a, sim.task)
-        reward = torch.zeros_like(self._return, dtype=sim.dtype)
-        for value in terms.values():
-            reward = reward + value
-        reward = torch.where(unstable, 0.0, reward)
+        reward = torch.where(unstable, 0.0, torch.stack(list(terms.values())).sum(0))
         success = f.success(sim.state, sim.task) & ~unstable
         terminated = f.failed(sim.state, sim.task) | unstable
         truncated = (self._t >= f.episode_length) & ~terminated
