@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from envs.registry import make_family
-from meta.config import to_dict
+from meta.config import family_of, to_dict
 from meta.evaluation import (
     EvalConfig,
     SB3Baseline,
@@ -26,13 +25,14 @@ from meta.evaluation import (
     evaluate_methods,
     meta_method,
     multitask_method,
+    oracle_method,
     scratch_method,
     table,
     write_outputs,
 )
 from meta.trainer import load_run, read_checkpoint
 
-BASELINES = ("scratch", "multitask", "sb3")
+BASELINES = ("scratch", "multitask", "sb3", "oracle")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,8 +60,8 @@ def parser() -> argparse.ArgumentParser:
         nargs="*",
         choices=BASELINES,
         default=["scratch"],
-        help="baselines under the same protocol and budget (default: scratch; multitask trains once, then is "
-        "cached in RUN_DIR/eval)",
+        help="baselines under the same protocol and budget (default: scratch; multitask and oracle, PPO that sees "
+        "the task, train once, then are cached in RUN_DIR/eval)",
     )
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="which checkpoint to load")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval/<split>)")
@@ -99,7 +99,7 @@ def export(args, cfg, learner, normalizer, ec: EvalConfig) -> None:
         raise ValueError(f"--task {args.task} cannot be read: {e.strerror}") from None
     if batch.family != cfg.family or len(batch) != 1:
         raise ValueError(f"--task {args.task} must hold exactly one {cfg.family} task")
-    family = make_family(cfg.family)
+    family = family_of(cfg)
     curve = adaptation_curve(meta_method(cfg, learner, normalizer), family, batch, ec, ec.seeds[0])
     adapted = {k: v[0] for k, v in curve["adapted"].items()}
     export_sb3(adapted, cfg.hidden, normalizer, family, batch.tasks[0], args.export_sb3)
@@ -114,7 +114,7 @@ def video(cfg, learner, normalizer, ec: EvalConfig, out: Path) -> None:
     from meta.sb3_export import mean_action
     from meta.video import render_comparison
 
-    family = make_family(cfg.family)
+    family = family_of(cfg)
     tasks = family.sample(ec.seeds[0], min(4, ec.n_tasks), ec.split)
     method = meta_method(cfg, learner, normalizer)
     adapted = adaptation_curve(method, family, tasks, ec, ec.seeds[0])["adapted"]
@@ -158,14 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         video(cfg, learner, normalizer, ec, out)
         if args.video_only:
             return 0
-    family = make_family(cfg.family)
+    family = family_of(cfg)
     methods = [meta_method(cfg, learner, normalizer)]
     if "scratch" in args.baselines:
         methods.append(scratch_method(cfg, family, cfg.seed))
+    iterations = read_checkpoint(Path(args.run), args.checkpoint)[1]["iteration"]
     if "multitask" in args.baselines:
-        iterations = read_checkpoint(Path(args.run), args.checkpoint)[1]["iteration"]
         print(f"multitask baseline: PPO on the train split for the run's {iterations} iterations (cached)")
         methods.append(multitask_method(Path(args.run), cfg, iterations))
+    if "oracle" in args.baselines:
+        print(f"oracle baseline: PPO that sees the task, for the run's {iterations} iterations (cached)")
+        methods.append(oracle_method(Path(args.run), cfg, iterations))
     if "sb3" in args.baselines:
         methods.append(SB3Baseline())
     with tqdm(total=len(methods) * len(ec.seeds), desc=f"evaluate {cfg.family} {ec.split}", unit="seed") as bar:

@@ -17,11 +17,12 @@ class ObsNormalizer:
 
     def update(self, obs: torch.Tensor) -> None:
         """Fold in observations ``[..., obs_dim]``."""
+        self.merge(*moments(obs))
+
+    def merge(self, n: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Fold in the :func:`moments` of a batch seen elsewhere (another worker's observations)."""
         if not self.enabled:
             return
-        x = obs.reshape(-1, obs.shape[-1]).to(torch.float64).cpu()
-        n = torch.tensor(float(x.shape[0]), dtype=torch.float64)
-        mean, var = x.mean(0), x.var(0, unbiased=False)
         total = self.count + n
         delta = mean - self.mean
         self.var = (self.var * self.count + var * n + delta.square() * self.count * n / total) / total
@@ -41,3 +42,9 @@ class ObsNormalizer:
     def load_state_dict(self, state: dict) -> None:
         self.enabled = bool(state["enabled"])
         self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+
+
+def moments(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Count ``[]``, mean ``[obs_dim]`` and variance ``[obs_dim]`` (float64) of observations ``[..., obs_dim]``."""
+    x = obs.reshape(-1, obs.shape[-1]).to(torch.float64).cpu()
+    return torch.tensor(float(x.shape[0]), dtype=torch.float64), x.mean(0), x.var(0, unbiased=False)

@@ -8,6 +8,7 @@ import torch
 
 from agents.normalizer import ObsNormalizer
 from agents.policy import ActorCritic, Params, evaluate, log_prob
+from envs.noise import action_noise
 from envs.vec_env import TaskVecEnv
 
 
@@ -46,10 +47,14 @@ def collect(
 ) -> Rollout:
     """Reset ``env`` with ``seed`` and run ``steps`` control steps of every task's policy.
 
+    When ``env`` holds a shard of a meta-batch, resets and action noise are those its tasks would get in the
+    whole batch (:mod:`envs.noise`), and ``generator`` ends in the state the whole batch would leave it in.
+
     :param params: task-stacked policy parameters ``[n_tasks, *shape]`` (task ``i`` acts in ``env``'s task ``i``).
     :param generator: source of the Gaussian action noise.
     """
     obs = env.reset(seed=seed)
+    mine = slice(env.first_task, env.first_task + env.n_tasks)
     env.episode_stats()  # forget episodes from before this rollout
     n, e = env.n_tasks, env.envs_per_task
     zeros = torch.zeros(steps, n, e)
@@ -62,7 +67,7 @@ def collect(
     for t in range(steps):
         o = normalizer(obs)
         mean, log_std, value = evaluate(module, params, o)
-        noise = torch.randn(mean.shape, generator=generator)
+        noise = action_noise(generator, tuple(mean.shape), mine, env.total_tasks)
         action = mean + log_std.exp()[:, None, :] * noise
         buf["raw_obs"][t], buf["obs"][t], buf["actions"][t], buf["values"][t] = obs, o, action, value
         buf["log_probs"][t] = log_prob(action, mean, log_std)
@@ -87,3 +92,10 @@ def collect(
         episode_ends=ends,
         stats=env.episode_stats(),
     )
+
+
+def cat_rollouts(parts: list[Rollout]) -> Rollout:
+    """Rollouts of disjoint task sets as one, tasks in the order given (tensors along the task axis)."""
+    fields = {f: torch.cat([getattr(p, f) for p in parts], dim=1) for f in Rollout._fields if f != "stats"}
+    stats = {k: torch.cat([p.stats[k] for p in parts]) for k in parts[0].stats}
+    return Rollout(**fields, stats=stats)

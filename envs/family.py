@@ -6,9 +6,9 @@ functions that turn simulator state into observation, reward terms and success. 
 torch tensors with a leading world axis ``B`` so that the single-task gymnasium env (``B = 1``) and the
 batched vector env share one implementation.
 
-The policy never sees a task's parameters: :meth:`Family.observe` receives only the simulator state.
-Parameters reach reward, success, reset and scripted controllers through ``task``, a dict of per-world
-tensors.
+The policy never sees a task's parameters: :meth:`Family.observe` receives only the simulator state (only the
+oracle baseline, :mod:`envs.oracle`, adds them to its :meth:`Family.policy_observation`). Parameters reach
+reward, success, reset and scripted controllers through ``task``, a dict of per-world tensors.
 """
 
 from __future__ import annotations
@@ -391,6 +391,11 @@ class Family:
     def observe(self, state: SimState) -> torch.Tensor:
         """Observation ``[B, obs_dim]``: only what the robot could sense, never the task parameters."""
         raise NotImplementedError
+
+    def policy_observation(self, state: SimState, task: TaskTensors) -> torch.Tensor:
+        """What the policy sees ``[B, obs_dim]``: :meth:`observe`, the robot's senses. The oracle baseline
+        (:class:`envs.oracle.OracleFamily`) overrides it to add the task's parameters."""
+        return self.observe(state)
 
     def reward_terms(self, state: SimState, action: torch.Tensor, task: TaskTensors) -> dict[str, torch.Tensor]:
         """Named reward terms, each ``[B]``; the reward is their sum."""

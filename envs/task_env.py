@@ -94,7 +94,7 @@ class TaskEnv(gym.Env):
         self._state.time[0] = self.data.time
 
     def _obs(self) -> np.ndarray:
-        return self.family.observe(self._state)[0].numpy().astype(np.float32)
+        return self.family.policy_observation(self._state, self._task_t)[0].numpy().astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)

@@ -7,16 +7,19 @@ family's own hooks compute observation, reward and success on the whole batch at
 Auto-reset is same-step (as in SB3 and Brax): when a world's episode ends, :meth:`TaskVecEnv.step` returns the
 first observation of its next episode and puts the last observation of the finished one in
 ``info["final_obs"]``, for bootstrapping truncated episodes.
+
+An env may hold a shard of a larger meta-batch (:meth:`TaskVecEnv.set_tasks` ``shard``): its reset noise is then
+what those worlds would draw in the whole batch (:mod:`envs.noise`), so shards reproduce the whole.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from envs.family import Family, TaskBatch
+from envs.noise import WorldRandom
 from envs.registry import make_family
 from envs.sim import make_sim
 
@@ -50,10 +53,20 @@ class TaskVecEnv:
         self._seed = seed
         self.set_tasks(tasks, envs_per_task)
 
-    def set_tasks(self, tasks: TaskBatch, envs_per_task: int | None = None) -> None:
-        """Switch to another task batch (e.g. the next meta-batch). Call :meth:`reset` afterwards."""
+    def set_tasks(
+        self, tasks: TaskBatch, envs_per_task: int | None = None, shard: tuple[int, int] | None = None
+    ) -> None:
+        """Switch to another task batch (e.g. the next meta-batch). Call :meth:`reset` afterwards.
+
+        :param shard: ``(first, total)``: ``tasks`` are tasks ``first … first + len(tasks) - 1`` of a meta-batch of
+            ``total`` tasks split across processes. Default: ``tasks`` is the whole batch.
+        """
+        first, total = (0, len(tasks)) if shard is None else shard
+        if not 0 <= first <= total - len(tasks):
+            raise ValueError(f"shard={shard!r} is not allowed: {len(tasks)} tasks must fit in a batch of {total}")
         self.sim.set_tasks(tasks, self.envs_per_task if envs_per_task is None else envs_per_task)
         self.tasks, self.n_tasks, self.envs_per_task = tasks, self.sim.n_tasks, self.sim.envs_per_task
+        self.first_task, self.total_tasks = first, total
         self.num_envs = self.n_tasks * self.envs_per_task
         b, dev = self.num_envs, self.device
         self._task_of_world = torch.arange(b, device=dev) // self.envs_per_task
@@ -66,12 +79,16 @@ class TaskVecEnv:
         return x.reshape(self.n_tasks, self.envs_per_task, *x.shape[1:])
 
     def _observe(self) -> torch.Tensor:
-        return self.family.observe(self.sim.state).to(torch.float32)
+        return self.family.policy_observation(self.sim.state, self.sim.task).to(torch.float32)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
-        """Reset every world; returns observations ``[n_tasks, envs_per_task, obs_dim]`` (float32)."""
-        self._rng = np.random.default_rng(self._seed if seed is None else seed)
-        self.sim.reset(torch.arange(self.num_envs, device=self.device), self._rng)
+        """Reset every world; returns observations ``[n_tasks, envs_per_task, obs_dim]`` (float32).
+
+        The reset noise of a world (now and at every automatic reset until the next call) depends only on
+        ``seed``, the step and the world's index in the whole meta-batch."""
+        self._episode_seed = self._seed if seed is None else seed
+        self._steps = 0
+        self._reset_worlds(torch.arange(self.num_envs, device=self.device))
         self._t.zero_()
         self._return.zero_()
         self._solved.zero_()
@@ -96,6 +113,7 @@ class TaskVecEnv:
         a = action.reshape(self.num_envs, self.action_dim).to(self.device, sim.dtype)
         sim.step(f.control(a, sim.state, sim.task))
         self._t += 1
+        self._steps += 1
         unstable = sim.unstable()
         terms = f.reward_terms(sim.state, a, sim.task)
         reward = torch.where(unstable, 0.0, torch.stack(list(terms.values())).sum(0))
@@ -130,13 +148,18 @@ class TaskVecEnv:
         ):
             self._stats[key].index_add_(0, task, value.to(torch.float64))
         ids = done.nonzero().squeeze(1)
-        self.sim.reset(ids, self._rng)
+        self._reset_worlds(ids)
         self._t[ids] = 0
         self._return[ids] = 0.0
         self._solved[ids] = False
         obs = obs.clone()
         obs[ids] = self._observe()[ids]
         return obs
+
+    def _reset_worlds(self, ids: torch.Tensor) -> None:
+        e = self.envs_per_task
+        worlds = ids.cpu().numpy() + self.first_task * e
+        self.sim.reset(ids, WorldRandom(self._episode_seed, self._steps, worlds, self.total_tasks * e))
 
     def episode_stats(self, clear: bool = True) -> dict[str, torch.Tensor]:
         """Per-task statistics of the episodes finished since the last clear, each ``[n_tasks]``: ``episodes``,

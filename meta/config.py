@@ -23,10 +23,13 @@ from typing import Any
 
 import yaml
 
-from envs.registry import FAMILIES
+from envs.family import Family
+from envs.oracle import OracleFamily
+from envs.registry import FAMILIES, make_family
 from envs.sim import BACKENDS, DEVICES
 
 ALGOS = ("maml", "fomaml", "metasgd", "reptile", "multitask")
+DISTRIBUTED = ("none", "ray")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,14 @@ class TrainConfig:
     """simulator: cpu (MuJoCo batch) or warp (MuJoCo Warp)"""
     device: str = "cpu"
     """cpu or cuda (cuda needs backend warp)"""
+    distributed: str = "none"
+    """none, or ray: split each meta-batch's tasks across Ray workers (needs the extra robometa[distributed])"""
+    workers: int = 2
+    """Ray workers, each rolling out and adapting a share of every meta-batch's tasks"""
+    worker_cpus: int = 1
+    """CPU cores each Ray worker reserves (its MuJoCo threads); with device cuda each also takes one GPU"""
+    ray_address: str | None = None
+    """address of a running Ray cluster (what `ray start --head` prints); default: start Ray on this machine"""
     hidden: tuple[int, ...] = (64, 64)
     """hidden layer sizes of the policy and value MLPs"""
     gamma: float = 0.99
@@ -73,6 +84,8 @@ class TrainConfig:
     """outer gradient clip (global norm)"""
     normalize_obs: bool = True
     """normalize observations with running statistics"""
+    task_in_obs: bool = False
+    """append the task's parameters to the observation (the oracle baseline: an upper bound, not meta-learning)"""
     checkpoint_every: int = 50
     """also keep a checkpoint every N iterations (latest and best are always kept)"""
     out: str | None = None
@@ -84,6 +97,7 @@ class TrainConfig:
             ("algo", ALGOS),
             ("backend", BACKENDS),
             ("device", DEVICES),
+            ("distributed", DISTRIBUTED),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -92,7 +106,15 @@ class TrainConfig:
             # Same words as envs.sim.make_sim, so the refusal reads alike before and after a run starts.
             raise ValueError("device='cuda' is not allowed with backend='cpu': use backend='warp' for a GPU")
 
-        for name in ("meta_batch", "envs_per_task", "inner_steps", "iterations", "checkpoint_every"):
+        for name in (
+            "meta_batch",
+            "envs_per_task",
+            "inner_steps",
+            "iterations",
+            "checkpoint_every",
+            "workers",
+            "worker_cpus",
+        ):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name}={value!r} is not allowed: expected a positive integer")
@@ -123,10 +145,30 @@ class TrainConfig:
                 raise ValueError(f"{name}={value!r} is not allowed: expected {expected}")
             object.__setattr__(self, name, float(value))
 
-        if not isinstance(self.normalize_obs, bool):
-            raise ValueError(f"normalize_obs={self.normalize_obs!r} is not allowed: expected true or false")
+        if self.distributed == "ray":
+            _require_ray()
+            if self.workers > self.meta_batch:
+                raise ValueError(
+                    f"workers={self.workers} is not allowed with meta_batch={self.meta_batch}: "
+                    "every worker needs at least one task"
+                )
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
+            raise ValueError(f"ray_address={self.ray_address!r} is not allowed: expected an address or nothing")
+
+        for name in ("normalize_obs", "task_in_obs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed: expected true or false")
         if self.out is not None and (not isinstance(self.out, str) or not self.out):
             raise ValueError(f"out={self.out!r} is not allowed: expected a folder path or nothing")
+
+
+def _require_ray() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "distributed='ray' needs Ray, which is not installed: pip install -e '.[distributed]' (or pip install ray)"
+        ) from None
 
 
 def _is_int(x: object) -> bool:
@@ -157,6 +199,13 @@ def field_docs(cls: type) -> dict[str, str]:
         ):
             docs[stmt.target.id] = " ".join(after.value.value.split())
     return docs
+
+
+def family_of(cfg: TrainConfig) -> Family:
+    """The family a run trains and is evaluated on: ``cfg.family``, whose policy also sees the task's parameters
+    when ``cfg.task_in_obs`` (the oracle baseline, :class:`envs.oracle.OracleFamily`)."""
+    family = make_family(cfg.family)
+    return OracleFamily(family) if cfg.task_in_obs else family
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from envs.family import Family, TaskBatch
 from envs.files import atomic_path
 from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
-from meta.config import TrainConfig
+from meta.config import TrainConfig, family_of
 from meta.outer_loop import OuterLoop
 from meta.statistics import summarize
 
@@ -78,9 +78,12 @@ class Method:
     inner_lr: float | Params
     cfg: TrainConfig
     """Where the inner loop's hyperparameters (clip, coefficients, γ, λ) come from."""
+    family: Family | None = None
+    """The family the policy acts in when not the one evaluated on: the oracle's, whose observation adds the task.
+    Its tasks are the evaluated family's."""
 
     def curve(self, family: Family, tasks: TaskBatch, ec: EvalConfig, seed: int) -> dict:
-        return adaptation_curve(self, family, tasks, ec, seed)
+        return adaptation_curve(self, family if self.family is None else self.family, tasks, ec, seed)
 
 
 @dataclass
@@ -138,17 +141,33 @@ def multitask_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
     """The multitask baseline of a run: PPO on the train split for the run's env-step budget (the same iterations
     and rollout sizes), trained once and cached in ``RUN_DIR/eval/multitask-<iterations>``; adapted with the
     run's inner loop (scalar step size)."""
-    from meta.trainer import load_run, train
-
-    folder = Path(run) / "eval" / f"multitask-{iterations}"
-    if (folder / "checkpoints" / "latest.pt").is_file():
-        train(None, resume=str(folder))  # finishes an interrupted baseline; nothing to do for a complete one
-    else:
-        train(dataclasses.replace(cfg, algo="multitask", iterations=iterations, out=str(folder)))
-    mt_cfg, learner, normalizer = load_run(folder)
+    multitask_cfg = dataclasses.replace(cfg, algo="multitask", iterations=iterations)
+    mt_cfg, learner, normalizer = _trained_baseline(Path(run) / "eval" / f"multitask-{iterations}", multitask_cfg)
     return Method(
         "multitask", learner.module, {k: v.detach() for k, v in learner.theta.items()}, normalizer, cfg.inner_lr, mt_cfg
     )
+
+
+def oracle_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
+    """The oracle baseline of a run, an upper bound: the multitask baseline with the task's parameters in its
+    observation (``task_in_obs``), for the same budget, trained once and cached in ``RUN_DIR/eval/oracle-<iterations>``;
+    it acts in the oracle family (:class:`envs.oracle.OracleFamily`) and is adapted with the run's inner loop."""
+    oracle_cfg = dataclasses.replace(cfg, algo="multitask", task_in_obs=True, iterations=iterations)
+    o_cfg, learner, normalizer = _trained_baseline(Path(run) / "eval" / f"oracle-{iterations}", oracle_cfg)
+    theta = {k: v.detach() for k, v in learner.theta.items()}
+    return Method("oracle", learner.module, theta, normalizer, cfg.inner_lr, o_cfg, family_of(o_cfg))
+
+
+def _trained_baseline(folder: Path, cfg: TrainConfig) -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
+    """The run ``cfg`` describes, trained into ``folder`` once: a complete one is loaded, an interrupted one
+    finished first."""
+    from meta.trainer import load_run, train
+
+    if (folder / "checkpoints" / "latest.pt").is_file():
+        train(None, resume=str(folder))  # nothing to do for a complete run
+    else:
+        train(dataclasses.replace(cfg, out=str(folder)))
+    return load_run(folder)
 
 
 def meta_method(cfg: TrainConfig, learner: OuterLoop, normalizer: ObsNormalizer) -> Method:

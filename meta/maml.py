@@ -14,7 +14,7 @@ import torch
 from agents.policy import ActorCritic, Params, stack
 from agents.ppo import ppo_loss
 from agents.rollout import Rollout
-from meta.outer_loop import OuterLoop
+from meta.outer_loop import Contribution, OuterLoop
 
 
 class MAML(OuterLoop):
@@ -24,23 +24,24 @@ class MAML(OuterLoop):
         super().__init__(module, theta, cfg)
         self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=cfg.outer_lr)
 
-    def meta_parameters(self) -> list[torch.Tensor]:
-        return list(self.theta.values())
-
-    def update(self, phi: Params, support: Rollout, query: Rollout) -> dict[str, float]:
+    def contribution(self, phi: Params, support: Rollout, query: Rollout) -> Contribution:
         c = self.cfg
         adv, ret = self.advantages(query)
         loss, terms = ppo_loss(self.module, phi, query, adv, ret, c.clip, c.vf_coef, c.ent_coef)
-        self.optimizer.zero_grad()
-        loss.mean().backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.meta_parameters(), c.max_grad_norm)
+        grads = torch.autograd.grad(loss.sum(), self.meta_parameters(), allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.meta_parameters(), grads, strict=True)]
+        per_task = {"loss": loss.detach(), "policy_loss": terms["policy_loss"], "value_loss": terms["value_loss"]}
+        return Contribution(grads, per_task, None)
+
+    def apply(self, total: Contribution, n_tasks: int) -> dict[str, float]:
+        for p, g in zip(self.meta_parameters(), total.grads, strict=True):
+            p.grad = g / n_tasks  # the gradient of the mean loss over tasks
+        return {**self._step(), **{f"outer/{k}": v.mean().item() for k, v in total.per_task.items()}}
+
+    def _step(self) -> dict[str, float]:
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.meta_parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
-        return {
-            "outer/loss": loss.mean().item(),
-            "outer/policy_loss": terms["policy_loss"].mean().item(),
-            "outer/value_loss": terms["value_loss"].mean().item(),
-            "outer/grad_norm": grad_norm.item(),
-        }
+        return {"outer/grad_norm": grad_norm.item()}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -60,7 +61,7 @@ class MetaSGD(MAML):
         super().__init__(module, theta, cfg)
 
     def meta_parameters(self) -> list[torch.Tensor]:
-        return [*self.theta.values(), *self.alpha.values()]
+        return [*super().meta_parameters(), *self.alpha.values()]
 
     def inner_lr(self) -> Params:
         return self.alpha
@@ -83,19 +84,21 @@ class MultiTask(MAML):
     epochs = 4
     """PPO gradient steps per iteration on the iteration's data."""
 
-    def adapt(self, support: Rollout) -> tuple[Params, dict[str, float]]:
+    def adapt(self, support: Rollout) -> tuple[Params, dict[str, torch.Tensor]]:
         return {k: v.detach() for k, v in stack(self.theta, support.rewards.shape[1]).items()}, {}
 
-    def update(self, phi: Params, support: Rollout, query: Rollout) -> dict[str, float]:
+    def contribution(self, phi: Params, support: Rollout, query: Rollout) -> Contribution:
+        return Contribution(None, {}, (support, query))
+
+    def apply(self, total: Contribution, n_tasks: int) -> dict[str, float]:
         c = self.cfg
-        batches = [(batch, *self.advantages(batch)) for batch in (support, query)]
+        batches = [(batch, *self.advantages(batch)) for batch in total.rollouts]
         for _ in range(self.epochs):
-            theta = stack(self.theta, support.rewards.shape[1])
+            theta = stack(self.theta, n_tasks)
             loss = sum(
                 ppo_loss(self.module, theta, b, a, r, c.clip, c.vf_coef, c.ent_coef)[0].mean() for b, a, r in batches
             )
             self.optimizer.zero_grad()
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.meta_parameters(), c.max_grad_norm)
-            self.optimizer.step()
-        return {"outer/loss": loss.item(), "outer/grad_norm": grad_norm.item()}
+            metrics = self._step()
+        return {"outer/loss": loss.item(), **metrics}

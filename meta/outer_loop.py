@@ -1,21 +1,46 @@
 """The interface every outer loop offers the trainer, and the factory that picks one by name.
 
 An outer loop owns the meta-learned parameters θ (policy and value function; Meta-SGD adds step sizes). Each
-meta-iteration the trainer asks it to :meth:`OuterLoop.adapt` θ to every task from support rollouts, collects
-query rollouts with the adapted parameters φ, and hands them to :meth:`OuterLoop.update`, which moves θ.
+meta-iteration it adapts θ to every task from support rollouts (:meth:`OuterLoop.adapt`); the query rollouts of
+the adapted parameters φ give each task's :meth:`OuterLoop.contribution` to the outer step, which
+:meth:`OuterLoop.apply` takes. Contributions of disjoint task sets add up (:func:`combine`), so a meta-batch may
+be split across processes (``meta/distributed.py``) and its outer step is the one the whole batch would take.
 """
 
 from __future__ import annotations
 
 import abc
+from typing import NamedTuple
 
 import torch
 
 from agents.gae import gae
 from agents.policy import ActorCritic, Params, stack
 from agents.ppo import adapt
-from agents.rollout import Rollout
+from agents.rollout import Rollout, cat_rollouts
 from meta.config import ALGOS
+
+
+class Contribution(NamedTuple):
+    """What a set of tasks adds to the outer step."""
+
+    grads: list[torch.Tensor] | None
+    """Sum over the tasks of each task's outer gradient, one tensor per :meth:`OuterLoop.meta_parameters` entry."""
+    per_task: dict[str, torch.Tensor]
+    """Outer-loop metrics of each task, each ``[n]``."""
+    rollouts: tuple[Rollout, Rollout] | None
+    """Support and query rollouts, for an update that needs the data itself (multitask's PPO epochs)."""
+
+
+def combine(parts: list[Contribution]) -> Contribution:
+    """The contribution of the union of disjoint task sets, listed in task order."""
+    first = parts[0]
+    grads = None if first.grads is None else [sum(g) for g in zip(*(p.grads for p in parts), strict=True)]
+    per_task = {k: torch.cat([p.per_task[k] for p in parts]) for k in first.per_task}
+    rollouts = None
+    if first.rollouts is not None:
+        rollouts = tuple(cat_rollouts([p.rollouts[i] for p in parts]) for i in range(2))
+    return Contribution(grads, per_task, rollouts)
 
 
 class OuterLoop(abc.ABC):
@@ -56,12 +81,23 @@ class OuterLoop(abc.ABC):
             c.ent_coef,
         )
         first = history[0]  # the losses θ starts from; later steps are the adapted policies' own
-        metrics = {f"inner/{k}": first[k].mean().item() for k in ("loss", "policy_loss", "value_loss", "entropy")}
-        return phi, metrics
+        return phi, {f"inner/{k}": first[k] for k in ("loss", "policy_loss", "value_loss", "entropy")}
+
+    def meta_parameters(self) -> list[torch.Tensor]:
+        """The tensors the outer step moves (θ; Meta-SGD adds its step sizes)."""
+        return list(self.theta.values())
 
     @abc.abstractmethod
+    def contribution(self, phi: Params, support: Rollout, query: Rollout) -> Contribution:
+        """What these tasks (``phi`` and rollouts task-stacked ``[n, ...]``) add to the outer step."""
+
+    @abc.abstractmethod
+    def apply(self, total: Contribution, n_tasks: int) -> dict[str, float]:
+        """Move θ by the combined contribution of all ``n_tasks`` tasks of the meta-batch; return metrics."""
+
     def update(self, phi: Params, support: Rollout, query: Rollout) -> dict[str, float]:
-        """Move θ using the adapted parameters ``phi`` and the query rollouts they collected; return metrics."""
+        """The outer step of one process holding the whole meta-batch."""
+        return self.apply(self.contribution(phi, support, query), support.rewards.shape[1])
 
     def state_dict(self) -> dict:
         return {"theta": {k: v.detach().clone() for k, v in self.theta.items()}}

@@ -9,14 +9,18 @@ import torch
 
 from agents.policy import Params
 from agents.rollout import Rollout
-from meta.outer_loop import OuterLoop
+from meta.outer_loop import Contribution, OuterLoop
 
 
 class Reptile(OuterLoop):
-    def update(self, phi: Params, support: Rollout, query: Rollout) -> dict[str, float]:
+    def contribution(self, phi: Params, support: Rollout, query: Rollout) -> Contribution:
+        # The step is θ ← θ − ε · mean_i(θ − φ_i): θ − φ_i plays the part of a gradient.
+        return Contribution([(v - phi[k].detach()).sum(0) for k, v in self.theta.items()], {}, None)
+
+    def apply(self, total: Contribution, n_tasks: int) -> dict[str, float]:
         eps = self.cfg.reptile_epsilon
         with torch.no_grad():
-            step = {k: phi[k].detach().mean(0) - v for k, v in self.theta.items()}
-            for k, v in self.theta.items():
-                v.add_(eps * step[k])
-        return {"outer/step_norm": eps * torch.sqrt(sum(s.square().sum() for s in step.values())).item()}
+            for v, g in zip(self.theta.values(), total.grads, strict=True):
+                v.sub_(eps * g / n_tasks)
+        norm = torch.sqrt(sum(g.square().sum() for g in total.grads)) / n_tasks
+        return {"outer/step_norm": eps * norm.item()}

@@ -15,20 +15,20 @@ import datetime
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.normalizer import ObsNormalizer
+from agents.normalizer import ObsNormalizer, moments
 from agents.policy import ActorCritic, Params, init_params, stack
 from agents.rollout import Rollout, collect
 from envs.family import TaskBatch
-from envs.registry import make_family
 from envs.vec_env import TaskVecEnv
 from meta import checkpoint
-from meta.config import TrainConfig, from_dict, load_yaml, save_yaml, to_dict
-from meta.outer_loop import OuterLoop, make_outer_loop
+from meta.config import TrainConfig, family_of, from_dict, load_yaml, save_yaml, to_dict
+from meta.outer_loop import Contribution, OuterLoop, combine, make_outer_loop
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -79,7 +79,7 @@ class MetricsLog:
 
 def build(cfg: TrainConfig, state: dict | None = None) -> tuple[OuterLoop, ObsNormalizer]:
     """The outer loop (with θ) and the observation normalizer of a run: fresh, or restored from a checkpoint."""
-    family = make_family(cfg.family)
+    family = family_of(cfg)
     module = ActorCritic(family.obs_dim, family.action_dim, cfg.hidden)
     learner = make_outer_loop(cfg, module, init_params(module, cfg.seed))
     normalizer = ObsNormalizer(family.obs_dim, cfg.normalize_obs)
@@ -107,39 +107,116 @@ def read_checkpoint(run: Path, which: str) -> tuple[TrainConfig, dict]:
 
 
 def adapt_and_measure(
-    env: TaskVecEnv,
-    learner: OuterLoop,
-    normalizer: ObsNormalizer,
-    tasks: TaskBatch,
-    noise: torch.Generator,
-    seeds: tuple[int, int],
-) -> tuple[Rollout, Params, dict[str, float], Rollout]:
-    """One meta-batch's adaptation: support rollouts of θ, φ_i = adapt(θ, support_i), query rollouts of φ (fresh
-    episodes, never the support ones). Returns ``(support, φ, inner-loop metrics, query)``; ``φ`` keeps its graph
-    to θ when the learner differentiates through adaptation."""
-    env.set_tasks(tasks)
+    env: TaskVecEnv, learner: OuterLoop, normalizer: ObsNormalizer, noise: torch.Generator, seeds: tuple[int, int]
+) -> tuple[Rollout, Params, dict[str, torch.Tensor], Rollout]:
+    """Adaptation to the tasks ``env`` holds: support rollouts of θ, φ_i = adapt(θ, support_i), query rollouts of φ
+    (fresh episodes, never the support ones). Returns ``(support, φ, inner-loop metrics [n] each, query)``; ``φ``
+    keeps its graph to θ when the learner differentiates through adaptation."""
     steps = env.family.episode_length
-    theta = {k: v.detach() for k, v in stack(learner.theta, len(tasks)).items()}
+    theta = {k: v.detach() for k, v in stack(learner.theta, env.n_tasks).items()}
     support = collect(env, learner.module, theta, normalizer, steps, noise, seeds[0])
     phi, inner = learner.adapt(support)
     query = collect(env, learner.module, {k: v.detach() for k, v in phi.items()}, normalizer, steps, noise, seeds[1])
     return support, phi, inner, query
 
 
+class ShardResult(NamedTuple):
+    """What a worker returns for its tasks of one meta-batch (per-task tensors are ``[n]``)."""
+
+    support_stats: dict[str, torch.Tensor]
+    query_stats: dict[str, torch.Tensor]
+    inner: dict[str, torch.Tensor]
+    contribution: Contribution
+    obs_moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    """:func:`agents.normalizer.moments` of the raw observations of both rollouts."""
+    noise_state: torch.Tensor
+    """The action-noise generator's state afterwards: the same in every shard, since each draws the whole batch's
+    noise (:mod:`envs.noise`)."""
+
+
+class MetaBatchWorker:
+    """Rollouts, adaptation and the outer-loop contribution of a meta-batch's tasks, or of a shard of them.
+
+    The trainer runs one in its own process for the whole batch; ``meta/distributed.py`` runs one per Ray actor.
+    Given θ, the normalizer and the noise generator at the start of the iteration, its result depends only on the
+    tasks and seeds.
+    """
+
+    def __init__(self, cfg: TrainConfig, nthread: int | None = None) -> None:
+        torch.set_num_threads(1)  # torch shares the cores with MuJoCo's thread pool (shared/FACTS.md)
+        self.learner, self.normalizer = build(cfg)
+        family = family_of(cfg)
+        placeholder = family.sample(0, 1)
+        self.env = TaskVecEnv(family, placeholder, cfg.envs_per_task, cfg.backend, cfg.device, cfg.seed, nthread)
+        self.noise = torch.Generator()
+
+    def run(self, state: dict, tasks: TaskBatch, shard: tuple[int, int], seeds: tuple) -> ShardResult:
+        """:param state: the learner's, the normalizer's and the noise generator's state (:func:`iteration_state`).
+        :param shard: ``(first, total)``: ``tasks`` are tasks ``first …`` of a meta-batch of ``total``."""
+        self.learner.load_state_dict(state["learner"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.noise.set_state(state["noise"])
+        self.env.set_tasks(tasks, shard=shard)
+        support, phi, inner, query = adapt_and_measure(self.env, self.learner, self.normalizer, self.noise, seeds)
+        contribution = self.learner.contribution(phi, support, query)
+        obs = moments(torch.cat([support.raw_obs, query.raw_obs]))
+        return ShardResult(support.stats, query.stats, inner, contribution, obs, self.noise.get_state())
+
+
+class InProcess:
+    """The whole meta-batch on one :class:`MetaBatchWorker` in this process."""
+
+    restarts = 0
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.worker = MetaBatchWorker(cfg)
+
+    def run(self, state: dict, tasks: TaskBatch, seeds: tuple) -> list[ShardResult]:
+        return [self.worker.run(state, tasks, (0, len(tasks)), seeds)]
+
+    def close(self) -> None:
+        pass
+
+
+def make_workers(cfg: TrainConfig):
+    """Where the meta-batches run: :class:`InProcess`, or Ray workers for ``distributed: ray``."""
+    if cfg.distributed == "ray":
+        from meta.distributed import RayWorkers
+
+        return RayWorkers(cfg)
+    return InProcess(cfg)
+
+
+def iteration_state(learner: OuterLoop, normalizer: ObsNormalizer, noise: torch.Generator) -> dict:
+    """What the workers need from the learner at the start of an iteration."""
+    return {"learner": learner.state_dict(), "normalizer": normalizer.state_dict(), "noise": noise.get_state()}
+
+
+def adopt_noise_state(noise: torch.Generator, results: list[ShardResult]) -> None:
+    """Continue the learner's action-noise stream where the workers left it (all shards agree)."""
+    if any(not torch.equal(r.noise_state, results[0].noise_state) for r in results[1:]):
+        raise RuntimeError("workers disagree on the action-noise stream: their shards drew different amounts")
+    noise.set_state(results[0].noise_state)
+
+
+def _mean(parts: list[dict[str, torch.Tensor]], key: str) -> float:
+    return torch.cat([p[key] for p in parts]).mean().item()
+
+
 def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
     """Meta-train (or continue the run in ``resume``); returns the run folder."""
     cfg, run, state = open_run(cfg, resume)
     torch.set_num_threads(1)  # torch shares the cores with MuJoCo's thread pool (shared/FACTS.md)
-    family = make_family(cfg.family)
+    family = family_of(cfg)
     task_rng = np.random.default_rng(cfg.seed)
     noise = torch.Generator().manual_seed(cfg.seed)
-    env = TaskVecEnv(family, family.sample(0, cfg.meta_batch), cfg.envs_per_task, cfg.backend, cfg.device, cfg.seed)
     learner, normalizer = build(cfg, state)
     start, best = 0, -float("inf")
     if state is not None:
         task_rng.bit_generator.state = state["rng"]["numpy"]
         noise.set_state(state["rng"]["torch"])
         start, best = state["iteration"], state["best"]
+    workers = make_workers(cfg)
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run / "config.yaml")
     log = MetricsLog(run, start)
@@ -149,22 +226,28 @@ def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
         began = time.perf_counter()
         tasks = family.sample(task_rng, cfg.meta_batch, "train")
         seeds = tuple(int(s) for s in task_rng.integers(2**31, size=2))
-        support, phi, inner, query = adapt_and_measure(env, learner, normalizer, tasks, noise, seeds)
-        outer = learner.update(phi, support, query)
-        normalizer.update(torch.cat([support.raw_obs, query.raw_obs]))
+        restarts = workers.restarts
+        results = workers.run(iteration_state(learner, normalizer, noise), tasks, seeds)
+        outer = learner.apply(combine([r.contribution for r in results]), len(tasks))
+        for r in results:
+            normalizer.merge(*r.obs_moments)
+        adopt_noise_state(noise, results)
+        support, query = [r.support_stats for r in results], [r.query_stats for r in results]
         seconds = time.perf_counter() - began
         row = {
             "iteration": it + 1,
             "env_steps": (it + 1) * 2 * steps_per_rollout,
-            "rollout/pre_return": support.stats["return"].mean().item(),
-            "rollout/pre_success": support.stats["success"].mean().item(),
-            "rollout/post_return": query.stats["return"].mean().item(),
-            "rollout/post_success": query.stats["success"].mean().item(),
-            **inner,
+            "rollout/pre_return": _mean(support, "return"),
+            "rollout/pre_success": _mean(support, "success"),
+            "rollout/post_return": _mean(query, "return"),
+            "rollout/post_success": _mean(query, "success"),
+            **{k: _mean([r.inner for r in results], k) for k in results[0].inner},
             **outer,
             "perf/env_steps_per_s": 2 * steps_per_rollout / seconds,
             "perf/iteration_s": seconds,
         }
+        if cfg.distributed != "none":
+            row["perf/worker_restarts"] = workers.restarts - restarts
         log.add(row)
         with (run / "tasks.jsonl").open("a") as f:
             f.write(json.dumps({"iteration": it + 1, **tasks.to_dict()}) + "\n")
@@ -190,4 +273,5 @@ def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
             sps=f"{row['perf/env_steps_per_s']:,.0f}",
         )
     log.close()
+    workers.close()
     return run

@@ -26,6 +26,7 @@ from meta.evaluation import (
     evaluate_methods,
     meta_method,
     multitask_method,
+    oracle_method,
     scratch_method,
 )
 from meta.trainer import load_run, train
@@ -57,15 +58,8 @@ def test_k0_is_the_unadapted_policy_and_later_steps_do_not_change_it(run):
     # and it is what θ itself scores on the same evaluation episodes
     env = TaskVecEnv(family, tasks, EC.eval_episodes, seed=4)
     first_seed = int(np.random.default_rng(4).integers(2**31, size=1)[0])
-    direct = collect(
-        env,
-        m.module,
-        stack(m.theta, EC.n_tasks),
-        m.normalizer,
-        family.episode_length,
-        torch.Generator().manual_seed(4),
-        first_seed,
-    )
+    noise = torch.Generator().manual_seed(4)
+    direct = collect(env, m.module, stack(m.theta, EC.n_tasks), m.normalizer, family.episode_length, noise, first_seed)
     np.testing.assert_array_equal(without["return"][0], direct.stats["return"].numpy())
     assert with_steps["return"].shape == (3, 3)
 
@@ -108,6 +102,26 @@ def test_every_method_gets_exactly_the_stated_budget(run):
     )
 
 
+def test_the_oracle_baseline_sees_the_task_and_adapts_on_the_same_tasks(run):
+    family = make_family("point")
+    cfg = load_run(run)[0]
+    oracle = oracle_method(run, cfg, 2)
+    results = evaluate_methods([method(run), oracle], family, EC)
+    assert oracle.family.obs_dim == family.obs_dim + len(family.params)
+    assert oracle.theta["pi.0.weight"].shape[1] == oracle.family.obs_dim  # its policy takes the task too
+    budget = EC.steps * EC.support_episodes * family.episode_length
+    assert results["methods"]["oracle"]["adaptation_env_steps_per_task"] == budget
+    assert len(results["methods"]["oracle"]["per_task"]["return"][0][0]) == EC.n_tasks
+    # trained like the multitask baseline, for the run's budget, with the task in its observation
+    trained = load_run(run / "eval" / "oracle-2")[0]
+    assert (trained.algo, trained.task_in_obs, trained.iterations, trained.meta_batch) == (
+        "multitask",
+        True,
+        2,
+        cfg.meta_batch,
+    )
+
+
 def evaluate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), *args], capture_output=True, text=True, cwd=cwd, timeout=300
@@ -130,7 +144,7 @@ def test_the_same_seed_gives_the_same_eval_json(run, tmp_path):
     ("args", "message"),
     [
         (["--split", "train"], "invalid choice: 'train'"),
-        (["--baselines", "oracle"], "invalid choice: 'oracle'"),
+        (["--baselines", "pearl"], "invalid choice: 'pearl'"),
         (["--steps", "-1"], "steps=-1 is not allowed"),
         (["--out", "/proc/no-such-place/eval"], "is not writable"),
     ],

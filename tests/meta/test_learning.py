@@ -33,7 +33,7 @@ def pre_and_post(learner, normalizer, cfg) -> tuple[np.ndarray, np.ndarray]:
     family = make_family(cfg.family)
     tasks = family.sample(123, 20, "test")
     env = TaskVecEnv(family, tasks, cfg.envs_per_task)
-    support, _, _, query = adapt_and_measure(env, learner, normalizer, tasks, torch.Generator().manual_seed(1), (7, 8))
+    support, _, _, query = adapt_and_measure(env, learner, normalizer, torch.Generator().manual_seed(1), (7, 8))
     return support.stats["return"].numpy(), query.stats["return"].numpy()
 
 

@@ -1,0 +1,147 @@
+"""Meta-training throughput on 1 and 2 Ray workers against one process; writes ``docs/scaling.md`` and
+``docs/scaling.json``.
+
+Each setting runs the same meta-iterations of the family's default config (``train.py``'s loop: sample a
+meta-batch, the workers roll out and adapt, the learner adds the contributions and takes the outer step):
+- ``in-process``: one process, MuJoCo's pool on every core (what ``train.py`` does without ``--distributed``);
+- ``ray × 1``: one Ray worker reserving every core;
+- ``ray × 2``: two Ray workers, one core each.
+
+    python -m benchmarks.scaling                      # door and point, 6 timed iterations each
+    python -m benchmarks.scaling --families door --iterations 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import pickle
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from tqdm import tqdm
+
+from envs.files import atomic_path
+from envs.registry import FAMILIES, make_family
+from envs.sim.cpu import available_cores
+from meta.config import TrainConfig
+from meta.distributed import RayWorkers
+from meta.outer_loop import combine
+from meta.trainer import InProcess, adopt_noise_state, build, iteration_state
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def measure(cfg: TrainConfig, workers, iterations: int) -> dict:
+    """Seconds per meta-iteration (median over ``iterations`` after one warm-up), the learner's share of it, and
+    the bytes sent to and returned by the workers per iteration."""
+    family = make_family(cfg.family)
+    learner, normalizer = build(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    noise = torch.Generator().manual_seed(cfg.seed)
+    total, learner_s, sent, returned = [], [], 0, 0
+    for it in range(iterations + 1):
+        tasks = family.sample(rng, cfg.meta_batch, "train")
+        seeds = tuple(int(s) for s in rng.integers(2**31, size=2))
+        began = time.perf_counter()
+        state = iteration_state(learner, normalizer, noise)
+        results = workers.run(state, tasks, seeds)
+        applied = time.perf_counter()
+        learner.apply(combine([r.contribution for r in results]), len(tasks))
+        for r in results:
+            normalizer.merge(*r.obs_moments)
+        adopt_noise_state(noise, results)
+        end = time.perf_counter()
+        if it > 0:  # the first iteration pays for the workers' start-up
+            total.append(end - began)
+            learner_s.append(end - applied)
+            sent, returned = len(pickle.dumps(state)), len(pickle.dumps(results))
+    steps = 2 * family.episode_length * cfg.meta_batch * cfg.envs_per_task
+    median = float(np.median(total))
+    return {
+        "iteration_s": median,
+        "env_steps_per_s": steps / median,
+        "learner_share": float(np.median(learner_s)) / median,
+        "bytes_sent": sent,
+        "bytes_returned": returned,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--families", nargs="+", default=["door", "point"], choices=list(FAMILIES))
+    p.add_argument("--iterations", type=int, default=6, help="timed meta-iterations per setting (after 1 warm-up)")
+    p.add_argument("--out", type=Path, default=DOCS)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    cores = available_cores()
+    ray.init(num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING)
+    settings = [("in-process", 1, cores), ("ray × 1", 1, cores), ("ray × 2", 2, cores // 2)]
+    rows = []
+    with tqdm(total=len(args.families) * len(settings), desc="scaling") as bar:
+        for name in args.families:
+            for label, n, cpus in settings:
+                mode = "none" if label == "in-process" else "ray"
+                cfg = TrainConfig(family=name, distributed=mode, workers=n, worker_cpus=cpus)
+                workers = InProcess(cfg) if mode == "none" else RayWorkers(cfg)
+                try:
+                    row = measure(cfg, workers, args.iterations)
+                finally:
+                    workers.close()
+                rows.append({"family": name, "setting": label, "workers": n, "cpus_per_worker": cpus, **row})
+                bar.set_postfix(family=name, setting=label, sps=f"{row['env_steps_per_s']:,.0f}")
+                bar.update()
+    ray.shutdown()
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "cores": cores,
+        "ray": ray.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "iterations": args.iterations,
+        "config": {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k in ("meta_batch", "envs_per_task")},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("scaling.json", json.dumps({**meta, "rows": rows}, indent=1) + "\n"),
+        ("scaling.md", markdown(meta, rows)),
+    ):
+        with atomic_path(args.out / name) as tmp:
+            tmp.write_text(text)
+    print(markdown(meta, rows))
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = [
+        "# Scaling meta-training across Ray workers",
+        "",
+        f"Measured by `python -m benchmarks.scaling` on {meta['date']}: {meta['cores']} cores, Ray {meta['ray']}, "
+        f"torch {meta['torch']}; each family's default config ({meta['config']['meta_batch']} tasks × "
+        f"{meta['config']['envs_per_task']} episodes per rollout), median of {meta['iterations']} meta-iterations "
+        "after a warm-up. *Learner* is the share of the iteration spent adding contributions and taking the outer "
+        "step in the `train.py` process; *sent* and *returned* are the pickled bytes per iteration.",
+        "",
+        "| family | setting | s / iteration | env steps/s | vs in-process | vs ray × 1 | learner | sent | returned |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base = next(b for b in rows if b["family"] == r["family"] and b["setting"] == "in-process")
+        one = next(b for b in rows if b["family"] == r["family"] and b["setting"] == "ray × 1")
+        lines.append(
+            f"| {r['family']} | {r['setting']} | {r['iteration_s']:.2f} | {r['env_steps_per_s']:,.0f} | "
+            f"{r['env_steps_per_s'] / base['env_steps_per_s']:.2f}× | "
+            f"{r['env_steps_per_s'] / one['env_steps_per_s']:.2f}× | "
+            f"{r['learner_share']:.1%} | {r['bytes_sent'] / 1e3:,.0f} kB | {r['bytes_returned'] / 1e3:,.0f} kB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
