@@ -132,6 +132,8 @@ class ShardResult(NamedTuple):
     noise_state: torch.Tensor
     """The action-noise generator's state afterwards: the same in every shard, since each draws the whole batch's
     noise (:mod:`envs.noise`)."""
+    seconds: float
+    """Time the worker spent on it (the rest of an iteration is the learner and the transport)."""
 
 
 class MetaBatchWorker:
@@ -153,6 +155,7 @@ class MetaBatchWorker:
     def run(self, state: dict, tasks: TaskBatch, shard: tuple[int, int], seeds: tuple) -> ShardResult:
         """:param state: the learner's, the normalizer's and the noise generator's state (:func:`iteration_state`).
         :param shard: ``(first, total)``: ``tasks`` are tasks ``first …`` of a meta-batch of ``total``."""
+        began = time.perf_counter()
         self.learner.load_state_dict(state["learner"])
         self.normalizer.load_state_dict(state["normalizer"])
         self.noise.set_state(state["noise"])
@@ -160,7 +163,8 @@ class MetaBatchWorker:
         support, phi, inner, query = adapt_and_measure(self.env, self.learner, self.normalizer, self.noise, seeds)
         contribution = self.learner.contribution(phi, support, query)
         obs = moments(torch.cat([support.raw_obs, query.raw_obs]))
-        return ShardResult(support.stats, query.stats, inner, contribution, obs, self.noise.get_state())
+        seconds = time.perf_counter() - began
+        return ShardResult(support.stats, query.stats, inner, contribution, obs, self.noise.get_state(), seconds)
 
 
 class InProcess:
