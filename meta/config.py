@@ -145,13 +145,11 @@ class TrainConfig:
                 raise ValueError(f"{name}={value!r} is not allowed: expected {expected}")
             object.__setattr__(self, name, float(value))
 
-        if self.distributed == "ray":
-            _require_ray()
-            if self.workers > self.meta_batch:
-                raise ValueError(
-                    f"workers={self.workers} is not allowed with meta_batch={self.meta_batch}: "
-                    "every worker needs at least one task"
-                )
+        if self.distributed == "ray" and self.workers > self.meta_batch:
+            raise ValueError(
+                f"workers={self.workers} is not allowed with meta_batch={self.meta_batch}: "
+                "every worker needs at least one task"
+            )
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
             raise ValueError(f"ray_address={self.ray_address!r} is not allowed: expected an address or nothing")
 
@@ -160,15 +158,6 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed: expected true or false")
         if self.out is not None and (not isinstance(self.out, str) or not self.out):
             raise ValueError(f"out={self.out!r} is not allowed: expected a folder path or nothing")
-
-
-def _require_ray() -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ValueError(
-            "distributed='ray' needs Ray, which is not installed: pip install -e '.[distributed]' (or pip install ray)"
-        ) from None
 
 
 def _is_int(x: object) -> bool:

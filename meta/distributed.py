@@ -40,8 +40,13 @@ class RayWorkers:
     """
 
     def __init__(self, cfg: TrainConfig) -> None:
-        import ray
-
+        try:
+            import ray
+        except ImportError:  # checked here, not in the config: evaluating a distributed run needs no Ray
+            raise ValueError(
+                "distributed='ray' needs Ray, which is not installed: pip install -e '.[distributed]' "
+                "(or pip install ray)"
+            ) from None
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:

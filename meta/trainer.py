@@ -101,7 +101,9 @@ def read_checkpoint(run: Path, which: str) -> tuple[TrainConfig, dict]:
         raise ValueError(f"{run}: not a run folder (no config.yaml)")
     cfg = from_dict(load_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
     state = checkpoint.load(run / "checkpoints" / f"{which}.pt")
-    if state.get("config") != to_dict(cfg):
+    saved = state.get("config")
+    # Through from_dict, so that a checkpoint written before a config field existed compares with its default.
+    if not isinstance(saved, dict) or to_dict(from_dict(saved, where=f"checkpoints/{which}.pt")) != to_dict(cfg):
         raise ValueError(f"{run}: checkpoints/{which}.pt belongs to another run (its config differs)")
     return cfg, state
 

@@ -19,7 +19,7 @@ import torch
 
 from meta import checkpoint
 from meta.config import TrainConfig, from_dict, load_yaml, to_dict
-from meta.trainer import train
+from meta.trainer import read_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--family", "point", "--meta-batch", "3", "--envs-per-task", "4", "--hidden", "16", "16"]
@@ -171,3 +171,13 @@ def test_a_config_file_with_an_unknown_key_exits_2(tmp_path):
     out = run_train("--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert out.returncode == 2 and "unknown key 'learning_rate'" in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_written_before_a_config_field_existed_still_loads(tmp_path):
+    run = train(tiny(tmp_path))
+    state = checkpoint.load(run / "checkpoints" / "latest.pt")
+    for newer in ("task_in_obs", "distributed", "workers", "worker_cpus", "ray_address"):
+        del state["config"][newer]
+    checkpoint.save(run / "checkpoints" / "latest.pt", state)
+    cfg, loaded = read_checkpoint(run, "latest")
+    assert cfg == tiny(tmp_path) and loaded["iteration"] == state["iteration"]

@@ -1,0 +1,175 @@
+"""``benchmarks.learning``: the smoke plan runs end to end into a well-formed ``results.json``, ``--status`` then
+says every cell is done, a second run does no work, and a bad plan exits 2 with one line naming the field.
+
+(Named ``test_learning_plan.py``: the tests have no packages, so module names must differ from
+``tests/meta/test_learning.py``.)"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import learning
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "benchmarks" / "plans" / "smoke.yaml"
+
+
+def plan_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.learning", *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """The smoke plan run once into a temporary folder: ``results/`` (runs) and ``docs/`` (the report)."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    out = plan_cli("--plan", str(SMOKE), "--results", str(tmp / "results"), "--out", str(tmp / "docs"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp
+
+
+def test_results_json_has_one_well_formed_record_per_family_algo_split_method_and_k(smoke):
+    plan = learning.load_plan(SMOKE)
+    (cell,) = plan.cells
+    records = json.loads((smoke / "docs" / "results.json").read_text())
+    keys = [(r["family"], r["algo"], r["split"], r["method"], r["k"]) for r in records]
+    methods = (cell.algo, *cell.eval.baselines)
+    expected = {
+        (cell.family, cell.algo, split, method, k)
+        for split in cell.eval.splits
+        for method in methods
+        for k in range(cell.eval.steps + 1)
+    }
+    assert len(keys) == len(set(keys)) and set(keys) == expected
+    per_step = cell.eval.support_episodes * 50  # point episodes are 50 steps
+    for r in records:
+        assert list(r) == list(learning.RECORD_KEYS)
+        numbers = [r[k] for k in ("success_iqm", "success_ci_low", "success_ci_high", "return_iqm", "wall_clock_s")]
+        assert all(isinstance(x, float | int) and math.isfinite(x) for x in numbers), r
+        assert r["success_ci_low"] <= r["success_iqm"] <= r["success_ci_high"], r
+        assert r["success_ci_low"] >= 0 and r["success_ci_high"] <= 1 and r["wall_clock_s"] > 0
+        assert r["seeds"] == [cell.seed]
+        untrained = r["method"] in ("scratch", "sb3")
+        assert (r["env_steps"] == r["k"] * per_step) if untrained else (r["env_steps"] > r["k"] * per_step), r
+    md = (smoke / "docs" / "results.md").read_text()
+    assert "| point | maml | test | 0 |" in md and "(img/results-point.png)" in md
+    assert (smoke / "docs" / "img" / "results-point.png").stat().st_size > 0
+
+
+def test_status_then_reports_every_cell_done(smoke):
+    out = plan_cli("--plan", str(SMOKE), "--results", str(smoke / "results"), "--status")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[1].split()[:2] == ["point-maml-seed0", "done"]
+    assert lines[-1].startswith("1 done, 0 partial, 0 todo of 1 cells")
+
+
+def test_a_second_run_does_no_work(smoke):
+    files = {p: p.stat().st_mtime_ns for p in (smoke / "results").rglob("*") if p.is_file()}
+    out = plan_cli("--plan", str(SMOKE), "--results", str(smoke / "results"), "--out", str(smoke / "again"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in (smoke / "results").rglob("*") if p.is_file()} == files
+    assert (smoke / "again" / "results.json").read_text() == (smoke / "docs" / "results.json").read_text()
+
+
+def test_status_estimates_what_is_left_from_the_finished_cells(smoke, tmp_path, capsys):
+    # The same plan name (so the same runs) with a second seed: that cell is todo, estimated from seed 0's times.
+    text = SMOKE.read_text().replace("seeds: [0]", "seeds: [0, 1]")
+    (tmp_path / "smoke.yaml").write_text(text)
+    assert learning.main(["--plan", str(tmp_path / "smoke.yaml"), "--results", str(smoke / "results"), "--status"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[:2] for line in lines[1:3]] == [["point-maml-seed0", "done"], ["point-maml-seed1", "todo"]]
+    assert lines[-1].startswith("1 done, 0 partial, 1 todo of 2 cells: about ")
+    plan = learning.load_plan(tmp_path / "smoke.yaml")
+    estimator = learning.Estimator(plan, smoke / "results")
+    todo = plan.cells[1]
+    left = estimator.left(todo, learning.progress(todo, smoke / "results" / todo.name))
+    assert 0 < left < 60  # measured: seconds, not the plan's default minutes
+
+
+def test_the_headline_table_shows_each_records_numbers_under_its_own_column(tmp_path):
+    plan = learning.load_plan(SMOKE)
+    (cell,) = plan.cells
+    steps, methods = cell.eval.steps, (cell.algo, *cell.eval.baselines)
+    records = {}
+    for s, split in enumerate(("test", "ood")):
+        for i, method in enumerate(methods):
+            for k in range(steps + 1):
+                v = (20 * i + 5 * k + s) / 100  # a different success for every split, method and k
+                values = ("point", cell.algo, split, method, k, v, v - 0.01, v + 0.01, -1.0, 0, 1.0, [0])
+                records[split, method, k] = dict(zip(learning.RECORD_KEYS, values, strict=True))
+    md = learning.markdown(plan, tmp_path, list(records.values()), {}, "python -m benchmarks.learning")
+    table = md.split("## Headline")[1].split("\n\n")[2].splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    for line in table[2:]:
+        row = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        split = row["split"]
+        assert row["pre (k = 0)"] == learning._success(records[split, cell.algo, 0])
+        assert row["post (k = K)"] == learning._success(records[split, cell.algo, steps])
+        for baseline in cell.eval.baselines:
+            assert row[baseline] == learning._success(records[split, baseline, steps]), baseline
+    assert [line.split("|")[3].strip() for line in table[2:]] == ["test", "ood"]
+
+
+GOOD = {
+    "eval": {"n_tasks": 2, "steps": 1, "splits": ["test"], "baselines": ["scratch"]},
+    "families": {"point": {"headline": "maml", "minutes": {"train": 1, "eval": 1}}},
+    "cells": [{"family": "point", "algo": "maml", "seeds": [0]}],
+}
+
+
+def _with(path: str, value) -> dict:
+    """``GOOD`` with the entry at dotted ``path`` (list indices as numbers) set to ``value``."""
+    plan = json.loads(json.dumps(GOOD))
+    *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+    node = plan
+    for k in parents:
+        node = node[k]
+    node[last] = value
+    return plan
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        (_with("eval.steps", 4), "eval.steps=4 is not allowed: expected at most 3"),
+        (_with("eval.support_episodes", 21), "eval.support_episodes=21 is not allowed: expected at most 20"),
+        (_with("eval.splits", ["train"]), "eval.splits=['train'] is not allowed"),
+        (_with("eval.baselines", ["pearl"]), "eval.baselines=['pearl'] is not allowed"),
+        (_with("eval.n_tasks", 0), "eval: n_tasks=0 is not allowed"),
+        (_with("cells.0.algo", "multitask"), "cells[0].algo='multitask' is not allowed"),
+        (_with("cells.0.family", "drawer"), "cells[0].family='drawer' is not allowed"),
+        (_with("cells.0.seeds", [0, 0]), "cells[0].seeds=[0, 0] is not allowed"),
+        (_with("cells.0.train", {"inner_lrr": 1}), "cells[0].train: unknown key 'inner_lrr'"),
+        (_with("cells.0.train", {"seed": 3}), "cells[0].train.seed is not allowed here"),
+        (_with("cells.0.colour", "red"), "cells[0].colour is not a key here"),
+        (_with("families.point.train", {"iterations": 0}), "families.point.train: iterations=0 is not allowed"),
+        (_with("families.point.headline", "reptile"), "families.point.headline='reptile' is not allowed"),
+        (_with("families.point.minutes", {"train": 1}), "families.point.minutes.eval is missing"),
+        (_with("cells", []), "cells=[] is not allowed"),
+    ],
+)
+def test_a_bad_plan_exits_2_with_one_line_naming_the_field(tmp_path, capsys, plan, message):
+    import yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    with pytest.raises(SystemExit) as e:
+        learning.main(["--plan", str(path), "--results", str(tmp_path / "results"), "--status"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_missing_plan_file_exits_2_from_the_command_line(tmp_path):
+    out = plan_cli("--plan", str(tmp_path / "none.yaml"), "--status")
+    assert out.returncode == 2 and out.stderr.strip() == (
+        f"python -m benchmarks.learning: error: plan {tmp_path / 'none.yaml'} does not exist"
+    )
