@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +22,6 @@ from meta.config import TrainConfig
 from meta.trainer import build, train
 
 ray = pytest.importorskip("ray")
-psutil = pytest.importorskip("psutil")  # comes with ray
 
 POINT = {"family": "point", "meta_batch": 3, "envs_per_task": 4, "iterations": 1, "checkpoint_every": 1}
 
@@ -73,13 +73,17 @@ def test_multitask_and_metasgd_also_match_on_two_workers(local_ray, tmp_path):
 
 
 def kill_a_worker_mid_run(killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL the first Ray worker process caught inside ``MetaBatchWorker.run`` (Ray titles it so)."""
+    """SIGKILL the first Ray worker process caught inside ``MetaBatchWorker.run`` (Ray sets that process title)."""
     while not stop.is_set() and not killed:
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            if cmd.startswith("ray::MetaBatchWorker.run"):
-                os.kill(p.info["pid"], signal.SIGKILL)
-                killed.append(p.info["pid"])
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                title = cmdline.read_bytes()
+            except OSError:  # the process ended meanwhile
+                continue
+            if title.startswith(b"ray::MetaBatchWorker.run"):
+                pid = int(cmdline.parent.name)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
                 return
         time.sleep(0.005)
 
