@@ -45,8 +45,9 @@ def run_pair(tmp_path, **overrides) -> tuple[dict, dict, list[dict], list[dict]]
 
 
 def assert_same_step(local: dict, dist: dict) -> None:
+    # float32 rounding of sums taken in another order: measured ≤ 6e-7, while one Adam step moves θ by ~3e-3
     for k, v in local["learner"]["theta"].items():
-        torch.testing.assert_close(dist["learner"]["theta"][k], v, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(dist["learner"]["theta"][k], v, rtol=1e-5, atol=1e-5)
     for k in ("mean", "var", "count"):  # shard moments merged one by one: float rounding only
         torch.testing.assert_close(dist["normalizer"][k], local["normalizer"][k], rtol=1e-6, atol=1e-8)
 
