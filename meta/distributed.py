@@ -50,7 +50,13 @@ class RayWorkers:
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(address=cfg.ray_address, include_dashboard=False, logging_level=logging.WARNING)
+            try:
+                ray.init(address=cfg.ray_address, include_dashboard=False, logging_level=logging.WARNING)
+            except ConnectionError as e:
+                raise ValueError(
+                    f"ray_address={cfg.ray_address!r}: {e}. A cluster started with `ray start` wants its token: "
+                    "run on its head with --ray-address auto, or set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN"
+                ) from None
         cpus = ray.cluster_resources().get("CPU", 0)
         if cfg.workers * cfg.worker_cpus > cpus:
             self.close()
