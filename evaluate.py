@@ -9,30 +9,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from meta.config import family_of, to_dict
+from meta.config import family_of
 from meta.evaluation import (
+    BASELINES,
+    TRAINED_BASELINES,
     EvalConfig,
-    SB3Baseline,
     adaptation_curve,
-    config_dict,
+    baseline,
     evaluate_methods,
+    header,
     meta_method,
-    multitask_method,
-    oracle_method,
-    scratch_method,
     table,
     write_outputs,
 )
 from meta.trainer import load_run, read_checkpoint
-
-BASELINES = ("scratch", "multitask", "sb3", "oracle")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -159,30 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.video_only:
             return 0
     family = family_of(cfg)
-    methods = [meta_method(cfg, learner, normalizer)]
-    if "scratch" in args.baselines:
-        methods.append(scratch_method(cfg, family, cfg.seed))
     iterations = read_checkpoint(Path(args.run), args.checkpoint)[1]["iteration"]
-    if "multitask" in args.baselines:
-        print(f"multitask baseline: PPO on the train split for the run's {iterations} iterations (cached)")
-        methods.append(multitask_method(Path(args.run), cfg, iterations))
-    if "oracle" in args.baselines:
-        print(f"oracle baseline: PPO that sees the task, for the run's {iterations} iterations (cached)")
-        methods.append(oracle_method(Path(args.run), cfg, iterations))
-    if "sb3" in args.baselines:
-        methods.append(SB3Baseline())
+    methods = [meta_method(cfg, learner, normalizer)]
+    for name in args.baselines:
+        if name in TRAINED_BASELINES:
+            print(f"{name} baseline: PPO on the train split for the run's {iterations} iterations (cached)")
+        methods.append(baseline(name, Path(args.run), cfg, iterations))
     with tqdm(total=len(methods) * len(ec.seeds), desc=f"evaluate {cfg.family} {ec.split}", unit="seed") as bar:
         results = evaluate_methods(methods, family, ec, progress=bar)
-    import mujoco  # after envs chose the offscreen GL backend (MUJOCO_GL), which must precede mujoco's import
-
-    results = {
-        "run": str(args.run),
-        "checkpoint": args.checkpoint,
-        "config": config_dict(ec),
-        "train_config": to_dict(cfg),
-        "versions": {"torch": torch.__version__, "mujoco": mujoco.__version__, "python": platform.python_version()},
-        **results,
-    }
+    results = {**header(Path(args.run), args.checkpoint, ec, cfg), **results}
     write_outputs(results, out, f"{cfg.family} ({cfg.algo}) on {ec.n_tasks}×{len(ec.seeds)} {ec.split} tasks")
     print(table(results))
     print(f"wrote {out}/eval.json, eval.csv, adaptation.png")

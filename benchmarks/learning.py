@@ -46,7 +46,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,23 +54,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from envs.family import Family
 from envs.files import atomic_path
 from envs.registry import FAMILIES
 from meta.config import ALGOS, TrainConfig, family_of, from_dict, load_yaml, to_dict
 from meta.evaluation import (
+    BASELINES,
     METRICS,
+    TRAINED_BASELINES,
     EvalConfig,
-    Method,
-    SB3Baseline,
     aggregate,
+    baseline,
     config_dict,
     evaluate_methods,
+    header,
     meta_method,
-    multitask_method,
-    oracle_method,
     plot,
-    scratch_method,
     write_outputs,
 )
 from meta.trainer import load_run, read_checkpoint, train
@@ -94,15 +91,6 @@ RECORD_KEYS = (
     "seeds",
 )
 RESULTS = Path("results")  # where runs go by default: RESULTS/<plan>/<cell>/
-TRAINED_BASELINES = ("multitask", "oracle")  # baselines with a training run of their own, cached in <run>/eval/
-
-# Each baseline of evaluate.py from (run folder, run config, family, iterations).
-BASELINES: dict[str, Callable[[Path, TrainConfig, Family, int], Method | SB3Baseline]] = {
-    "scratch": lambda run, cfg, family, iterations: scratch_method(cfg, family, cfg.seed),
-    "multitask": lambda run, cfg, family, iterations: multitask_method(run, cfg, iterations),
-    "sb3": lambda run, cfg, family, iterations: SB3Baseline(),
-    "oracle": lambda run, cfg, family, iterations: oracle_method(run, cfg, iterations),
-}
 
 
 # ---- the plan -------------------------------------------------------------------------------------------------------
@@ -388,13 +376,11 @@ def run_cell(cell: Cell, run: Path) -> None:
 def evaluate_split(cell: Cell, run: Path, split: str) -> None:
     """``evaluate.py RUN --split SPLIT --seeds SEED --baselines ...`` with each method timed on its own; writes
     ``<run>/eval/<split>/`` with, beside evaluate.py's keys, ``eval_seconds`` and ``trained_in`` per method."""
-    import mujoco
-
     cfg, learner, normalizer = load_run(run)
     family = family_of(cfg)
     ec = cell.eval.config(split, cell.seed)
     methods = [meta_method(cfg, learner, normalizer)]
-    methods += [BASELINES[b](run, cfg, family, cfg.iterations) for b in cell.eval.baselines]
+    methods += [baseline(b, run, cfg, cfg.iterations) for b in cell.eval.baselines]
     results: dict = {"tasks": {}, "methods": {}}
     seconds = {}
     with tqdm(total=len(methods), desc=f"evaluate {cell.name} {split}", unit="method") as bar:
@@ -410,16 +396,7 @@ def evaluate_split(cell: Cell, run: Path, split: str) -> None:
         for b in TRAINED_BASELINES
         if b in cell.eval.baselines
     }
-    results = {
-        "run": str(run),
-        "checkpoint": "latest",
-        "config": config_dict(ec),
-        "train_config": to_dict(cfg),
-        "versions": {"torch": torch.__version__, "mujoco": mujoco.__version__, "python": platform.python_version()},
-        "eval_seconds": seconds,
-        "trained_in": trained_in,
-        **results,
-    }
+    results = {**header(run, "latest", ec, cfg), "eval_seconds": seconds, "trained_in": trained_in, **results}
     write_outputs(results, run / "eval" / split, f"{cell.family} ({cell.algo}) seed {cell.seed} on {split} tasks")
 
 

@@ -32,9 +32,6 @@ class WorldRandom:
     def uniform(self, low: float, high: float, size: int | tuple[int, ...]) -> np.ndarray:
         return self._rng.uniform(low, high, self._full(size))[self._worlds]
 
-    def normal(self, loc: float, scale: float, size: int | tuple[int, ...]) -> np.ndarray:
-        return self._rng.normal(loc, scale, self._full(size))[self._worlds]
-
     def standard_normal(self, size: int | tuple[int, ...]) -> np.ndarray:
         return self._rng.standard_normal(self._full(size))[self._worlds]
 

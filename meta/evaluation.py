@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from envs.family import Family, TaskBatch
 from envs.files import atomic_path
 from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
-from meta.config import TrainConfig, family_of
+from meta.config import TrainConfig, family_of, to_dict
 from meta.outer_loop import OuterLoop
 from meta.statistics import summarize
 
@@ -168,6 +169,39 @@ def _trained_baseline(folder: Path, cfg: TrainConfig) -> tuple[TrainConfig, Oute
     else:
         train(dataclasses.replace(cfg, out=str(folder)))
     return load_run(folder)
+
+
+BASELINES = ("scratch", "multitask", "sb3", "oracle")
+TRAINED_BASELINES = ("multitask", "oracle")
+"""Baselines with a training run of their own, cached in ``RUN_DIR/eval/<name>-<iterations>``."""
+
+
+def baseline(name: str, run: Path, cfg: TrainConfig, iterations: int) -> Method | SB3Baseline:
+    """The baseline ``name`` (one of :data:`BASELINES`) of the run in ``run`` with config ``cfg``, at the budget of
+    ``iterations`` meta-iterations."""
+    if name == "scratch":
+        return scratch_method(cfg, family_of(cfg), cfg.seed)
+    if name == "multitask":
+        return multitask_method(run, cfg, iterations)
+    if name == "oracle":
+        return oracle_method(run, cfg, iterations)
+    if name == "sb3":
+        return SB3Baseline()
+    raise ValueError(f"baseline {name!r} is not allowed: expected one of {', '.join(BASELINES)}")
+
+
+def header(run: Path, checkpoint: str, ec: EvalConfig, cfg: TrainConfig) -> dict:
+    """What an ``eval.json`` records before its numbers: the run, the protocol, the run's config and versions."""
+    import mujoco  # envs chose the offscreen GL backend (MUJOCO_GL) before this first import
+
+    versions = {"torch": torch.__version__, "mujoco": mujoco.__version__, "python": platform.python_version()}
+    return {
+        "run": str(run),
+        "checkpoint": checkpoint,
+        "config": config_dict(ec),
+        "train_config": to_dict(cfg),
+        "versions": versions,
+    }
 
 
 def meta_method(cfg: TrainConfig, learner: OuterLoop, normalizer: ObsNormalizer) -> Method:

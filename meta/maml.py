@@ -28,8 +28,7 @@ class MAML(OuterLoop):
         c = self.cfg
         adv, ret = self.advantages(query)
         loss, terms = ppo_loss(self.module, phi, query, adv, ret, c.clip, c.vf_coef, c.ent_coef)
-        grads = torch.autograd.grad(loss.sum(), self.meta_parameters(), allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.meta_parameters(), grads, strict=True)]
+        grads = list(torch.autograd.grad(loss.sum(), self.meta_parameters()))
         per_task = {"loss": loss.detach(), "policy_loss": terms["policy_loss"], "value_loss": terms["value_loss"]}
         return Contribution(grads, per_task, None)
 
