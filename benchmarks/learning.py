@@ -218,7 +218,9 @@ def _parse(path: Path, data: dict) -> Plan:
                 if cell.name in planned:
                     raise ValueError(f"{where}: {cell.name} is already planned by {planned[cell.name]}")
                 first = next((c for c in cells if (c.family, c.algo) == (family, algo)), cell)
-                if (first.eval, dataclasses.replace(first.train, seed=seed)) != (cell.eval, cfg):
+                # Which baselines run may differ between seeds (an oracle on one seed only); the protocol may not.
+                protocol = dataclasses.replace(first.eval, baselines=settings.baselines)
+                if (protocol, dataclasses.replace(first.train, seed=seed)) != (cell.eval, cfg):
                     raise ValueError(
                         f"{where}: {cell.name} has other train or eval settings than {first.name} of "
                         f"{planned[first.name]}, but the seeds of a family and algo are aggregated together"
@@ -314,9 +316,12 @@ def evaluated(cell: Cell, run: Path, split: str) -> dict | None:
         return None
     results = json.loads(path.read_text())
     expected = [cell.algo, *cell.eval.baselines]
-    if results.get("config") != config_dict(cell.eval.config(split, cell.seed)) or list(results["methods"]) != expected:
+    if results.get("config") != config_dict(cell.eval.config(split, cell.seed)) or not set(expected) <= set(
+        results["methods"]
+    ):
         return None  # the plan changed since: evaluate again
-    return results
+    # A baseline the plan no longer asks of this cell was measured on the same tasks; it is left out, not redone.
+    return {**results, "methods": {m: results["methods"][m] for m in expected}}
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,36 @@ def test_a_second_run_does_no_work(smoke):
     assert (smoke / "again" / "results.json").read_text() == (smoke / "docs" / "results.json").read_text()
 
 
+def test_a_plan_asking_fewer_baselines_reuses_the_cached_evaluation_without_them(smoke, tmp_path):
+    # The same plan name (so the same runs) without the oracle: nothing runs again, and the oracle is not reported.
+    (tmp_path / "smoke.yaml").write_text(SMOKE.read_text().replace("sb3, oracle]", "sb3]"))
+    files = {p: p.stat().st_mtime_ns for p in (smoke / "results").rglob("*") if p.is_file()}
+    out = plan_cli("--plan", str(tmp_path / "smoke.yaml"), "--results", str(smoke / "results"), "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in (smoke / "results").rglob("*") if p.is_file()} == files
+    records = json.loads((tmp_path / "results.json").read_text())
+    full = json.loads((smoke / "docs" / "results.json").read_text())
+    assert {r["method"] for r in records} == {"maml", "scratch", "multitask", "sb3"}
+    assert records == [r for r in full if r["method"] != "oracle"]
+
+
+def test_seeds_of_one_family_and_algo_may_run_different_baselines_but_not_another_protocol(tmp_path):
+    import yaml
+
+    plan = yaml.safe_load(SMOKE.read_text())
+    plan["cells"] = [
+        {"family": "point", "algo": "maml", "seeds": [0]},
+        {"family": "point", "algo": "maml", "seeds": [1], "eval": {"baselines": ["scratch"]}},
+    ]
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(plan))
+    cells = learning.load_plan(tmp_path / "ok.yaml").cells
+    assert [c.eval.baselines for c in cells] == [("scratch", "multitask", "sb3", "oracle"), ("scratch",)]
+    plan["cells"][1]["eval"]["n_tasks"] = 5
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(plan))
+    with pytest.raises(ValueError, match="point-maml-seed1 has other train or eval settings than point-maml-seed0"):
+        learning.load_plan(tmp_path / "bad.yaml")
+
+
 def test_status_estimates_what_is_left_from_the_finished_cells(smoke, tmp_path, capsys):
     # The same plan name (so the same runs) with a second seed: that cell is todo, estimated from seed 0's times.
     text = SMOKE.read_text().replace("seeds: [0]", "seeds: [0, 1]")
