@@ -17,6 +17,7 @@ those records, with one adaptation plot per family in ``img/``.
 A plan file:
 
     out: docs                  # where results.json, results.md and img/ go (default: RESULTS/<plan>)
+    notes: headline-notes.md   # optional: Markdown beside the plan that results.md shows under "What mattered"
     eval:                      # the protocol of every cell; a cell's own `eval` overrides single keys
       n_tasks: 20              # tasks per seed
       steps: 3                 # K ≤ 3 inner steps ...
@@ -145,6 +146,8 @@ class Plan:
     out: Path | None
     families: dict[str, FamilyPlan]
     cells: tuple[Cell, ...]
+    notes: Path | None = None
+    """Markdown that ``results.md`` shows under "What mattered": the tuning runs and what they found."""
 
     def groups(self) -> dict[tuple[str, str], list[Cell]]:
         """The cells of each (family, algo), in plan order: what one record aggregates over."""
@@ -168,9 +171,14 @@ def load_plan(path: str | Path) -> Plan:
 
 
 def _parse(path: Path, data: dict) -> Plan:
-    _keys(data, "plan", required=("families", "cells"), optional=("out", "eval"))
+    _keys(data, "plan", required=("families", "cells"), optional=("out", "eval", "notes"))
     if "out" in data and (not isinstance(data["out"], str) or not data["out"]):
         raise ValueError(f"out={data['out']!r} is not allowed: expected a folder path")
+    notes = None
+    if "notes" in data:
+        notes = path.parent / str(data["notes"])
+        if not isinstance(data["notes"], str) or not notes.is_file():
+            raise ValueError(f"notes={data['notes']!r} is not allowed: expected a Markdown file beside the plan")
     default_eval = _eval(EvalSettings(), data.get("eval", {}), "eval")
 
     _keys(data["families"], "families")
@@ -235,7 +243,7 @@ def _parse(path: Path, data: dict) -> Plan:
                 f"families.{name}.headline={f.headline!r} is not allowed: expected an algo of the family's cells "
                 f"({', '.join(sorted(algos)) or 'none'})"
             )
-    return Plan(path.stem, path, Path(data["out"]) if "out" in data else None, families, tuple(cells))
+    return Plan(path.stem, path, Path(data["out"]) if "out" in data else None, families, tuple(cells), notes)
 
 
 def _keys(d: Any, where: str, required: tuple[str, ...] = (), optional: tuple[str, ...] | None = None) -> None:
@@ -614,6 +622,7 @@ def markdown(plan: Plan, runs: Path, records: list[dict], plots: dict[str, Path]
             f"![{family}: return and success against inner steps k, a row per split]({path.as_posix()})\n"
             for family, path in plots.items()
         ),
+        *(["## What mattered", "", plan.notes.read_text().strip(), ""] if plan.notes else []),
         *_full_table(plan, records, by),
         *_commands(plan, runs, command),
     ]

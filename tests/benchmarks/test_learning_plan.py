@@ -92,6 +92,15 @@ def test_a_plan_asking_fewer_baselines_reuses_the_cached_evaluation_without_them
     assert records == [r for r in full if r["method"] != "oracle"]
 
 
+def test_the_plans_notes_are_shown_in_results_md_under_what_mattered(smoke, tmp_path):
+    (tmp_path / "smoke.yaml").write_text(SMOKE.read_text() + "notes: smoke-notes.md\n")
+    (tmp_path / "smoke-notes.md").write_text("The inner step size mattered.\n")
+    args = ("--plan", str(tmp_path / "smoke.yaml"), "--results", str(smoke / "results"), "--out", str(tmp_path))
+    out = plan_cli(*args, "--report")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "## What mattered\n\nThe inner step size mattered.\n" in (tmp_path / "results.md").read_text()
+
+
 def test_seeds_of_one_family_and_algo_may_run_different_baselines_but_not_another_protocol(tmp_path):
     import yaml
 
@@ -184,6 +193,7 @@ def _with(path: str, value) -> dict:
         (_with("families.point.headline", "reptile"), "families.point.headline='reptile' is not allowed"),
         (_with("families.point.minutes", {"train": 1}), "families.point.minutes.eval is missing"),
         (_with("cells", []), "cells=[] is not allowed"),
+        (_with("notes", "none.md"), "notes='none.md' is not allowed: expected a Markdown file beside the plan"),
     ],
 )
 def test_a_bad_plan_exits_2_with_one_line_naming_the_field(tmp_path, capsys, plan, message):
