@@ -30,6 +30,7 @@ from envs.sim import BACKENDS, DEVICES
 
 ALGOS = ("maml", "fomaml", "metasgd", "reptile", "multitask")
 DISTRIBUTED = ("none", "ray")
+CRITICS = ("value", "linear")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class TrainConfig:
     """weight of the entropy bonus"""
     max_grad_norm: float = 1.0
     """outer gradient clip (global norm)"""
+    critic: str = "value"
+    """advantage baseline: value (the policy's value head, meta-learned and adapted with it) or linear (a least-squares
+    fit to each task's own returns, refitted on every rollout, as in the MAML paper's code)"""
     normalize_obs: bool = True
     """normalize observations with running statistics"""
     task_in_obs: bool = False
@@ -98,6 +102,7 @@ class TrainConfig:
             ("backend", BACKENDS),
             ("device", DEVICES),
             ("distributed", DISTRIBUTED),
+            ("critic", CRITICS),
         ):
             value = getattr(self, name)
             if value not in allowed:

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.gae import gae
 from agents.normalizer import ObsNormalizer
 from agents.policy import ActorCritic, Params, init_params
 from agents.ppo import adapt
@@ -29,7 +28,7 @@ from envs.files import atomic_path
 from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
 from meta.config import TrainConfig, family_of, to_dict
-from meta.outer_loop import OuterLoop
+from meta.outer_loop import OuterLoop, advantages
 from meta.statistics import summarize
 
 METRICS = ("return", "success", "length")
@@ -242,9 +241,7 @@ def adaptation_curve(method: Method, family: Family, tasks: TaskBatch, ec: EvalC
             break
         support = collect(support_env, method.module, phi, method.normalizer, horizon, noise, next(seeds))
         used += support.rewards.shape[0] * support.rewards.shape[2]  # steps × episodes of one task
-        adv, ret = gae(
-            support.rewards, support.values, support.next_values, support.episode_ends, c.gamma, c.gae_lambda
-        )
+        adv, ret = advantages(support, c)
         start = {k: v.requires_grad_(True) for k, v in phi.items()}
         phi, _ = adapt(
             method.module, start, support, adv, ret, 1, method.inner_lr, False, c.clip, c.vf_coef, c.ent_coef

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 
 from agents.gae import gae
+from agents.linear_baseline import linear_values
 from agents.policy import ActorCritic, Params, stack
 from agents.ppo import adapt
 from agents.rollout import Rollout, cat_rollouts
@@ -43,6 +44,15 @@ def combine(parts: list[Contribution]) -> Contribution:
     return Contribution(grads, per_task, rollouts)
 
 
+def advantages(batch: Rollout, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE advantages and value targets of a rollout, ``[T, n, E]`` each, baselined by ``cfg.critic``: the policy's
+    value head as collected, or each task's :func:`agents.linear_baseline.linear_values`."""
+    values, following = batch.values, batch.next_values
+    if cfg.critic == "linear":
+        values, following = linear_values(batch.obs, batch.rewards, batch.episode_ends, cfg.gamma)
+    return gae(batch.rewards, values, following, batch.episode_ends, cfg.gamma, cfg.gae_lambda)
+
+
 class OuterLoop(abc.ABC):
     """θ and its update rule. ``cfg`` is a :class:`meta.config.TrainConfig`."""
 
@@ -54,10 +64,7 @@ class OuterLoop(abc.ABC):
         self.theta = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}
 
     def advantages(self, batch: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
-        """GAE advantages and value targets of a rollout, ``[T, n, E]`` each."""
-        return gae(
-            batch.rewards, batch.values, batch.next_values, batch.episode_ends, self.cfg.gamma, self.cfg.gae_lambda
-        )
+        return advantages(batch, self.cfg)
 
     def inner_lr(self) -> float | Params:
         return self.cfg.inner_lr

@@ -48,6 +48,7 @@ def test_defaults_are_valid_and_match_the_documented_values() -> None:
         ({"algo": "sgd"}, "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, multitask"),
         ({"family": "maze"}, "family='maze' is not allowed: expected one of grasp, terrain, door, point, cheetah"),
         ({"backend": "jax"}, "backend='jax' is not allowed: expected one of cpu, warp"),
+        ({"critic": "gae"}, "critic='gae' is not allowed: expected one of value, linear"),
         ({"device": "tpu", "backend": "warp"}, "device='tpu' is not allowed: expected one of cpu, cuda"),
         ({"device": "cuda"}, "device='cuda' is not allowed with backend='cpu': use backend='warp' for a GPU"),
         ({"meta_batch": 0}, "meta_batch=0 is not allowed: expected a positive integer"),

@@ -120,3 +120,12 @@ def test_maml_outer_step_lowers_the_post_adaptation_loss():
         phi, _ = loop.adapt(support)
         loop.update(phi, support, query)
     assert post_adaptation_loss(loop, support, query).item() < before
+
+
+def test_the_linear_critic_baselines_advantages_by_each_tasks_own_fit_not_the_value_head():
+    _, _, loop, support = setup("maml", critic="linear")
+    adv, ret = loop.advantages(support)
+    scrambled = support._replace(values=torch.randn_like(support.values), next_values=torch.randn_like(adv))
+    torch.testing.assert_close(loop.advantages(scrambled), (adv, ret))
+    _, _, value_loop, _ = setup("maml")
+    assert not torch.allclose(value_loop.advantages(scrambled)[0], value_loop.advantages(support)[0])
