@@ -589,7 +589,12 @@ def _plot_family(family: str, algo: str, by_split: dict[str, list[tuple[Cell, di
         for split, evaluations in by_split.items():
             seeds = ", ".join(str(c.seed) for c, _ in evaluations)
             title = f"{family}: {algo} on {split} ({evaluations[0][0].eval.n_tasks} tasks × seeds {seeds})"
-            plot({m: rows for m, (rows, _) in summaries(evaluations).items()}, title, Path(tmp) / f"{split}.png")
+            every = [c.seed for c, _ in evaluations]
+            lines = {
+                m if seen == every else f"{m} (seed {', '.join(map(str, seen))})": rows
+                for m, (rows, seen) in summaries(evaluations).items()
+            }
+            plot(lines, title, Path(tmp) / f"{split}.png")
             panels.append(plt.imread(Path(tmp) / f"{split}.png"))
     with atomic_path(path) as tmp:
         plt.imsave(tmp, np.concatenate(panels))  # one figure size: the panels are equally wide
