@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from envs.files import atomic_path
 from envs.registry import FAMILIES
-from meta.config import ALGOS, TrainConfig, family_of, from_dict, load_yaml, to_dict
+from meta.config import ALGOS, TrainConfig, family_of, from_dict, load_yaml, saved_config, to_dict
 from meta.evaluation import (
     BASELINES,
     METRICS,
@@ -361,7 +361,7 @@ def check_run(cell: Cell, run: Path) -> None:
     """Refuse (one-line ``ValueError``) a run folder trained with another config than the plan now gives the cell."""
     if not (run / "config.yaml").is_file():
         return
-    saved = to_dict(from_dict(load_yaml(run / "config.yaml"), where=str(run / "config.yaml")))
+    saved = to_dict(saved_config(load_yaml(run / "config.yaml"), where=str(run / "config.yaml")))
     saved.pop("out")
     wanted = {k: v for k, v in to_dict(cell.train).items() if k != "out"}
     diff = sorted(k for k in wanted.keys() | saved.keys() if saved.get(k) != wanted.get(k))

@@ -83,9 +83,9 @@ class TrainConfig:
     """weight of the entropy bonus"""
     max_grad_norm: float = 1.0
     """outer gradient clip (global norm)"""
-    critic: str = "value"
-    """advantage baseline: value (the policy's value head, meta-learned and adapted with it) or linear (a least-squares
-    fit to each task's own returns, refitted on every rollout, as in the MAML paper's code)"""
+    critic: str = "linear"
+    """advantage baseline: linear (a least-squares fit to each task's own returns, refitted on every rollout, as in
+    the MAML paper's code) or value (the policy's value head, meta-learned and adapted with it)"""
     normalize_obs: bool = True
     """normalize observations with running statistics"""
     task_in_obs: bool = False
@@ -248,6 +248,16 @@ def from_dict(d: dict[str, Any], where: str) -> TrainConfig:
         return TrainConfig(**kw)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
+
+
+SAVED_BEFORE = {"critic": "value"}
+"""Fields whose default changed after run folders were written without them, and the value those runs used."""
+
+
+def saved_config(d: dict[str, Any], where: str) -> TrainConfig:
+    """The config a run folder or checkpoint saved: as :func:`from_dict`, but a field it predates takes the value it
+    was trained with (:data:`SAVED_BEFORE`), not today's default."""
+    return from_dict({**SAVED_BEFORE, **d}, where)
 
 
 class _Loader(yaml.SafeLoader):

@@ -27,7 +27,7 @@ from agents.rollout import Rollout, collect
 from envs.family import TaskBatch
 from envs.vec_env import TaskVecEnv
 from meta import checkpoint
-from meta.config import TrainConfig, family_of, from_dict, load_yaml, save_yaml, to_dict
+from meta.config import TrainConfig, family_of, from_dict, load_yaml, save_yaml, saved_config, to_dict
 from meta.outer_loop import Contribution, OuterLoop, combine, make_outer_loop
 
 
@@ -99,11 +99,11 @@ def read_checkpoint(run: Path, which: str) -> tuple[TrainConfig, dict]:
     """A run's config and its checkpoint ``which``, checked to belong together (one-line ``ValueError`` if not)."""
     if not (run / "config.yaml").is_file():
         raise ValueError(f"{run}: not a run folder (no config.yaml)")
-    cfg = from_dict(load_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
+    cfg = saved_config(load_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
     state = checkpoint.load(run / "checkpoints" / f"{which}.pt")
     saved = state.get("config")
-    # Through from_dict, so that a checkpoint written before a config field existed compares with its default.
-    if not isinstance(saved, dict) or to_dict(from_dict(saved, where=f"checkpoints/{which}.pt")) != to_dict(cfg):
+    # Through saved_config, so that a checkpoint written before a config field existed compares with what it meant.
+    if not isinstance(saved, dict) or to_dict(saved_config(saved, where=f"checkpoints/{which}.pt")) != to_dict(cfg):
         raise ValueError(f"{run}: checkpoints/{which}.pt belongs to another run (its config differs)")
     return cfg, state
 

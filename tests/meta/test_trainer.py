@@ -181,3 +181,17 @@ def test_a_checkpoint_written_before_a_config_field_existed_still_loads(tmp_path
     checkpoint.save(run / "checkpoints" / "latest.pt", state)
     cfg, loaded = read_checkpoint(run, "latest")
     assert cfg == tiny(tmp_path) and loaded["iteration"] == state["iteration"]
+
+
+def test_a_run_saved_before_the_critic_existed_loads_with_the_value_critic_it_was_trained_with(tmp_path):
+    import yaml
+
+    run = train(tiny(tmp_path, critic="value"))
+    state = checkpoint.load(run / "checkpoints" / "latest.pt")
+    del state["config"]["critic"]
+    checkpoint.save(run / "checkpoints" / "latest.pt", state)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["critic"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    cfg, _ = read_checkpoint(run, "latest")
+    assert cfg.critic == "value" and TrainConfig().critic == "linear"
