@@ -13,7 +13,6 @@ import torch
 from envs.family import Family, Param, SimState, Task, TaskTensors, region
 
 _TRAIN = {"target_velocity": (0.0, 2.0)}
-_SETTLE_S = 1.0  # success is judged on the average velocity once the cheetah has had time to speed up
 
 
 class Cheetah(Family):
@@ -28,7 +27,9 @@ class Cheetah(Family):
     frame_skip = 5
     action_dim = 6
     obs_dim = 17
-    success_doc = f"after {_SETTLE_S:g} s, the average forward velocity since reset is within 0.2 m/s of the target"
+    success_doc = (
+        "when the episode ends (10 s), the average forward velocity since reset is within 0.2 m/s of the target"
+    )
     reward_doc = "velocity: -|v_x - target| (m/s); control: -0.05·|a|² (the MAML paper's HalfCheetahVel reward)"
 
     def spec(self, task: Task) -> mujoco.MjSpec:
@@ -55,5 +56,9 @@ class Cheetah(Family):
         }
 
     def success(self, state: SimState, task: TaskTensors) -> torch.Tensor:
+        # Judged at the end only: an episode counts as solved if success held at any step, and the average since
+        # reset of a cheetah that keeps speeding up sweeps through every target (multitask PPO scored 100 % so).
+        step = self.frame_skip * self.model0.opt.timestep
+        end = self.episode_length * step - step / 2
         average = state.qpos[:, 0] / state.time.clamp(min=1e-6)
-        return (state.time >= _SETTLE_S) & ((average - task["target_velocity"]).abs() < 0.2)
+        return (state.time >= end) & ((average - task["target_velocity"]).abs() < 0.2)
