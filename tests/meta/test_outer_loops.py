@@ -127,5 +127,5 @@ def test_the_linear_critic_baselines_advantages_by_each_tasks_own_fit_not_the_va
     adv, ret = loop.advantages(support)
     scrambled = support._replace(values=torch.randn_like(support.values), next_values=torch.randn_like(adv))
     torch.testing.assert_close(loop.advantages(scrambled), (adv, ret))
-    _, _, value_loop, _ = setup("maml")
+    _, _, value_loop, _ = setup("maml", critic="value")
     assert not torch.allclose(value_loop.advantages(scrambled)[0], value_loop.advantages(support)[0])
