@@ -43,7 +43,7 @@ def linear_values(
     y = returns.transpose(0, 1).reshape(n, steps * envs, 1).double()
     gram = x.transpose(1, 2) @ x
     scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-8)[:, None, None]
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     weights = torch.linalg.solve(gram + RIDGE * scale * eye, x.transpose(1, 2) @ y)
     values = (x @ weights).reshape(n, steps, envs).transpose(0, 1).to(rewards.dtype)
     following = torch.cat([values[1:], values[-1:]])
