@@ -570,9 +570,12 @@ def write_report(plan: Plan, runs: Path, out: Path, records: list[dict], command
     evaluations = collect_results(plan, runs)
     for family, f in plan.families.items():
         splits = [s for s in SPLITS if (family, f.headline, s) in evaluations]
+        path = out / "img" / f"results-{family}.png"
         if splits:
-            plots[family] = out / "img" / f"results-{family}.png"
-            _plot_family(family, f.headline, {s: evaluations[(family, f.headline, s)] for s in splits}, plots[family])
+            plots[family] = path
+            _plot_family(family, f.headline, {s: evaluations[(family, f.headline, s)] for s in splits}, path)
+        else:
+            path.unlink(missing_ok=True)  # a plot of cells since deleted would outlive the records it showed
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(markdown(plan, runs, records, {k: v.relative_to(out) for k, v in plots.items()}, command))
 
