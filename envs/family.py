@@ -405,6 +405,13 @@ class Family:
         """Bool ``[B]``: the task is solved in this state."""
         raise NotImplementedError
 
+    def episode_over(self, state: SimState) -> torch.Tensor:
+        """Bool ``[B]``: ``state`` is an episode's last. Success that a policy could sweep through on the way (a
+        running average, a door swinging past its mark) is judged here only: an episode counts as solved if
+        success held at any step."""
+        step = self.frame_skip * self.model0.opt.timestep
+        return state.time >= self.episode_length * step - step / 2
+
     def failed(self, state: SimState, task: TaskTensors) -> torch.Tensor:
         """Bool ``[B]``: the episode ends early (robot fell, object lost). Default: never."""
         return torch.zeros(state.qpos.shape[0], dtype=torch.bool, device=state.qpos.device)

@@ -1,10 +1,16 @@
-"""``door``: the Cartesian gripper opens a hinged door by its lever handle.
+"""``door``: the Cartesian gripper opens a hinged door by its lever handle and leaves it at a wanted opening.
 
 What differs between doors is hidden from the policy: which side the hinge is on (so where the handle
 is), whether the door opens by pushing or pulling, how high the handle is, how heavy, damped and sprung
-the door is, and whether a latch holds it shut until the lever is pressed down. The policy sees only
-its hand, its fingers and the two joint encoders (door and lever angle), so it must find the handle and
-the way the door moves by trying: the behaviour, not only the numbers, differs between tasks.
+the door is, whether a latch holds it shut until the lever is pressed down, and how far it should be opened
+(``target_angle``). The policy sees only its hand, its fingers and the two joint encoders (door and lever
+angle), so it must find the handle and the way the door moves by trying: the behaviour, not only the
+numbers, differs between tasks.
+
+The wanted opening is what makes the family need adaptation. Everything else a closed-loop policy can find out
+within one episode (the encoders tell it when it has the handle and which way the door gives), and multitask
+PPO opened 97 % of test doors when opening was the whole task. The wanted opening reaches the policy only
+through reward, like the target velocity of HalfCheetahVel, so it is learned from the support episodes.
 
 Geometry (world frame, metres): the closed door fills the opening ``x ∈ [-0.225, 0.225]`` at
 ``y = 0.2``; the robot stands on the ``-y`` side. A ``left`` hinge is at ``x = -0.225`` (left as seen
@@ -43,8 +49,10 @@ STANDOFF = 0.09
 HAND_START = (0.0, -0.1, 0.7)
 """World position of the hand's frame at zero joint positions (m)."""
 
-SUCCESS_ANGLE = 0.5
-"""Door opening (rad, ≈29°) that counts as open."""
+TOLERANCE = 0.1
+"""Largest distance (rad, ≈6°) of the door's final opening from ``target_angle`` that counts as solved."""
+OPEN_SCALE = 1.5
+"""Distance from the wanted opening (rad) at which the ``open`` reward term reaches 0: the hinge's whole range."""
 LEVER_UNLATCH = 0.5
 """Lever angle (rad) beyond which a latch lets go."""
 CLOSED = 0.05
@@ -60,6 +68,7 @@ _BASE = {
     "damping": (0.5, 4.0),
     "spring": (0.0, 4.0),
     "latch": _LATCHES,
+    "target_angle": (0.2, 0.8),
 }
 # The train split never shows a left-hinged pull door: the union below covers the other three combinations.
 _TRAIN_RIGHT = {"hinge_side": ("right",), "direction": _DIRECTIONS, **_BASE}
@@ -91,6 +100,7 @@ class Door(Family):
         Param("damping", "viscous damping of the hinge", 0.5, 8.0, unit="N·m·s/rad"),
         Param("spring", "stiffness of the hinge's closing spring (rest: closed)", 0.0, 4.0, unit="N·m/rad"),
         Param("latch", "none, or a latch that holds the door shut until the lever is pressed down", choices=_LATCHES),
+        Param("target_angle", "opening the door should be left at when the episode ends", 0.2, 0.9, unit="rad"),
     )
     train = (_TRAIN_RIGHT, _TRAIN_LEFT_PUSH)
     ood = (
@@ -121,12 +131,15 @@ class Door(Family):
     frame_skip = 20
     action_dim = 4
     obs_dim = 10
-    success_doc = f"the door is open by at least {SUCCESS_ANGLE} rad (≈{math.degrees(SUCCESS_ANGLE):.0f}°)"
+    success_doc = (
+        f"when the episode ends (6 s), the door's opening is within {TOLERANCE} rad (≈{math.degrees(TOLERANCE):.0f}°) "
+        "of target_angle"
+    )
     reward_doc = (
         "reach: -distance (m) from the grip site to the lever's grasp point; "
         "grasp: +0.5 while the closed fingers hold the lever (grip site within 3 cm, fingers between 4 and 35 mm); "
         f"lever: on latched doors, lever angle / {LEVER_UNLATCH} rad capped at 1 (1 once the latch is free); "
-        f"open: 5 · door opening / {SUCCESS_ANGLE} rad capped at 1; "
+        f"open: 5 · (1 - |door opening - target_angle| / {OPEN_SCALE} rad); "
         "control: -0.01·|a|²"
     )
     scripted_success = 0.9
@@ -238,17 +251,17 @@ class Door(Family):
             "reach": -to_handle.norm(dim=1),
             "grasp": 0.5 * self._holding(state, to_handle).to(dtype),
             "lever": has_latch.to(dtype) * lever,
-            "open": 5.0 * (opening / SUCCESS_ANGLE).clamp(0, 1),
+            "open": 5.0 * (1.0 - (opening - task["target_angle"]).abs() / OPEN_SCALE),
             "control": -0.01 * action.clamp(-1, 1).square().sum(dim=1).to(dtype),
         }
 
     def success(self, state: SimState, task: TaskTensors) -> torch.Tensor:
-        return self._opening(state) >= SUCCESS_ANGLE
+        return self.episode_over(state) & ((self._opening(state) - task["target_angle"]).abs() < TOLERANCE)
 
     def scripted_action(self, state: SimState, task: TaskTensors) -> torch.Tensor:
         """Go above the grasp point with open fingers, descend, close; press the lever down while a latch
-        holds; then move the hand along the handle's arc in the opening direction and hold the door
-        ``0.2`` rad past the success angle. ``[B, 4]``."""
+        holds; then move the hand along the handle's arc towards ``target_angle`` and hold the door there.
+        ``[B, 4]``."""
         to_handle = self._to_handle(state)
         dtype = to_handle.dtype
         dist = to_handle.norm(dim=1)
@@ -269,8 +282,9 @@ class Door(Family):
         tangent = swing[:, None] * torch.stack([-r[:, 1], r[:, 0]], dim=1)
         tangent = tangent / tangent.norm(dim=1, keepdim=True).clamp_min(1e-6)
         # Slower on a stiffer hinge: the bar pushes the fingers apart against the grip servo's capped force.
-        # Hold the door once it is well open.
-        speed = (2.4 / task["damping"]).clamp(0.25, 0.6) * (self._opening(state) < SUCCESS_ANGLE + 0.2)
+        # Slow down within 0.05 rad of the wanted opening and back off past it.
+        towards = ((task["target_angle"] - self._opening(state)) / 0.05).clamp(-1, 1)
+        speed = (2.4 / task["damping"]).clamp(0.25, 0.6) * towards
         arc = torch.cat([speed[:, None] * tangent, torch.zeros_like(speed)[:, None]], dim=1) + 8.0 * to_handle
         # Press past the unlatch angle with a margin, and never lift the hand while a latched door is still
         # shut: the lever's spring would bring it back up and the latch would catch again.

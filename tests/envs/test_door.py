@@ -1,6 +1,6 @@
 """The door family's parameters change the physics as documented: damping, spring, mass, latch, push/pull
-and hinge side each do what they claim; the observation hides them; the scripted controller opens every
-kind of door."""
+and hinge side each do what they claim; the observation hides them and the wanted opening; success and reward
+ask for the wanted opening at the episode's end; the scripted controller leaves every kind of door there."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ BASE = {
     "damping": 2.0,
     "spring": 0.0,
     "latch": "none",
+    "target_angle": 0.5,
 }
 HINGE = DOOR.model0.joint("door_hinge")
 LEVER = DOOR.model0.joint("lever")
@@ -130,6 +131,7 @@ def test_hinge_side_mirrors_the_door():
 
 def test_observation_does_not_reveal_the_task():
     other = {"hinge_side": "left", "direction": "push", "latch": "lever", "handle_height": 0.6, "door_mass": 9.0}
+    other["target_angle"] = 0.8
     obs = [TaskEnv(DOOR, t).reset(seed=4)[0] for t in (BASE, {**BASE, **other, "damping": 3.5, "spring": 3.0})]
     np.testing.assert_array_equal(obs[0], obs[1])
 
@@ -137,12 +139,37 @@ def test_observation_does_not_reveal_the_task():
 @pytest.mark.parametrize(
     "side,direction,latch", list(itertools.product(("left", "right"), ("pull", "push"), ("none", "lever")))
 )
-def test_scripted_controller_opens_every_kind_of_door(side, direction, latch):
+def test_scripted_controller_leaves_every_kind_of_door_at_the_wanted_opening(side, direction, latch):
     task = {**BASE, "hinge_side": side, "direction": direction, "latch": latch, "damping": 8.0, "spring": 4.0}
-    env = TaskEnv(DOOR, {**task, "door_mass": 10.0, "handle_height": 0.4})
+    env = TaskEnv(DOOR, {**task, "door_mass": 10.0, "handle_height": 0.4, "target_angle": 0.7})
     env.reset(seed=0)
     for _ in range(DOOR.episode_length):
         *_, info = env.step(env.scripted_action())
-        if info["is_success"]:
-            break
     assert info["is_success"]
+    assert abs(env.data.qpos[HINGE.qposadr[0]] - 0.7) < 0.1
+
+
+def _episode_with_the_door_held_at(angle: float, target: float) -> tuple[list[bool], list[float]]:
+    """Success and reward of each step of an episode whose door is pinned at ``angle`` (the hinge's qpos is set
+    before every step; the door's damping keeps it from moving much within one)."""
+    env = TaskEnv(DOOR, {**BASE, "target_angle": target, "damping": 8.0})
+    env.reset(seed=0)
+    successes, rewards = [], []
+    for _ in range(DOOR.episode_length):
+        env.data.qpos[HINGE.qposadr[0]] = angle
+        env.data.qvel[HINGE.dofadr[0]] = 0.0
+        _, reward, *_, info = env.step(np.zeros(4, dtype=np.float32))
+        successes.append(info["is_success"])
+        rewards.append(reward)
+    return successes, rewards
+
+
+def test_success_is_the_wanted_opening_at_the_episodes_end_and_not_on_the_way():
+    at_target, _ = _episode_with_the_door_held_at(0.6, target=0.6)
+    assert at_target[-1] and not any(at_target[:-1])  # judged at the end only: a door swinging past counts for nothing
+    assert not any(_episode_with_the_door_held_at(0.3, target=0.6)[0])
+
+
+def test_reward_is_highest_at_the_wanted_opening_and_falls_off_on_both_sides():
+    mean = {angle: np.mean(_episode_with_the_door_held_at(angle, target=0.5)[1]) for angle in (0.2, 0.5, 0.8)}
+    assert mean[0.5] > mean[0.2] + 0.5 and mean[0.5] > mean[0.8] + 0.5

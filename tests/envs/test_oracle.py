@@ -51,7 +51,7 @@ def test_the_observation_differs_between_tasks_exactly_in_the_appended_parameter
 def test_a_categorical_parameter_appends_its_scaled_index():
     base = envs.make_family("door")
     oracle = OracleFamily(base)
-    task = {**base.default_task(), "hinge_side": "left", "direction": "push", "latch": base.params[-1].choices[-1]}
+    task = {**base.default_task(), "hinge_side": "left", "direction": "push", "latch": "lever"}
     env = TaskEnv(oracle, task)
     obs, _ = env.reset(seed=0)
     appended = dict(zip([p.name for p in base.params], obs[base.obs_dim :], strict=True))
