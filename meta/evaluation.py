@@ -243,9 +243,8 @@ def adaptation_curve(method: Method, family: Family, tasks: TaskBatch, ec: EvalC
         used += support.rewards.shape[0] * support.rewards.shape[2]  # steps × episodes of one task
         adv, ret = advantages(support, c)
         start = {k: v.requires_grad_(True) for k, v in phi.items()}
-        phi, _ = adapt(
-            method.module, start, support, adv, ret, 1, method.inner_lr, False, c.clip, c.vf_coef, c.ent_coef
-        )
+        coefs = (c.clip, c.vf_coef, c.ent_coef, c.bound_coef)
+        phi, _ = adapt(method.module, start, support, adv, ret, 1, method.inner_lr, False, *coefs)
         phi = {k: v.detach() for k, v in phi.items()}
     return {**{m: np.stack(v) for m, v in curve.items()}, "adaptation_env_steps": used, "adapted": phi}
 
