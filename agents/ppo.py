@@ -17,7 +17,6 @@ def ppo_loss(
     clip: float,
     vf_coef: float,
     ent_coef: float,
-    bound_coef: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped-surrogate PPO loss of each task's policy on its own data.
 
@@ -26,9 +25,8 @@ def ppo_loss(
     :param advantages: ``[T, n, E]``, normalized per task here (mean 0, std 1 over ``T × E``).
     :param returns: value targets ``[T, n, E]``.
     :return: loss per task ``[n]`` = policy loss + ``vf_coef`` · value loss (mean squared error over the variance of
-        the task's returns) − ``ent_coef`` · entropy + ``bound_coef`` · bound loss (the mean's squared excess
-        beyond the action range ``[-1, 1]``, summed over action dimensions), and those terms (each ``[n]``) plus
-        the approximate KL to the behaviour policy and the clipped fraction.
+        the task's returns) − ``ent_coef`` · entropy, and those
+        terms (each ``[n]``) plus the approximate KL to the behaviour policy and the clipped fraction.
     """
     mean, log_std, value = evaluate(module, params, batch.obs.transpose(0, 1))
     new_lp = log_prob(batch.actions.transpose(0, 1), mean, log_std)  # [n, T, E]
@@ -43,16 +41,12 @@ def ppo_loss(
     ret = returns.transpose(0, 1)
     value_loss = (value - ret).square().mean(dim=(1, 2)) / ret.var(dim=(1, 2)).clamp(min=1e-2)
     ent = entropy(log_std)
-    # The env clips actions to [-1, 1], so the surrogate alone lets a mean drift far past a bound, where the
-    # exploration noise no longer changes what the robot does (rl_games' bounds loss).
-    bound_loss = (mean.abs() - 1).clamp(min=0).square().sum(-1).mean(dim=(1, 2))
-    loss = policy_loss + vf_coef * value_loss - ent_coef * ent + bound_coef * bound_loss
+    loss = policy_loss + vf_coef * value_loss - ent_coef * ent
     with torch.no_grad():
         terms = {
             "policy_loss": policy_loss,
             "value_loss": value_loss,
             "entropy": ent,
-            "bound_loss": bound_loss,
             "approx_kl": ((ratio - 1) - log_ratio).mean(dim=(1, 2)),
             "clip_fraction": ((ratio - 1).abs() > clip).float().mean(dim=(1, 2)),
         }
@@ -71,7 +65,6 @@ def adapt(
     clip: float,
     vf_coef: float,
     ent_coef: float,
-    bound_coef: float,
 ) -> tuple[Params, list[dict[str, torch.Tensor]]]:
     """``steps`` gradient steps of the PPO loss for every task at once: ``φ ← φ − lr · ∇φ L(φ)``.
 
@@ -84,7 +77,7 @@ def adapt(
     """
     phi, history = params, []
     for _ in range(steps):
-        loss, terms = ppo_loss(module, phi, batch, advantages, returns, clip, vf_coef, ent_coef, bound_coef)
+        loss, terms = ppo_loss(module, phi, batch, advantages, returns, clip, vf_coef, ent_coef)
         grads = torch.autograd.grad(loss.sum(), list(phi.values()), create_graph=create_graph)
         phi = {k: p - (lr[k] if isinstance(lr, dict) else lr) * g for (k, p), g in zip(phi.items(), grads, strict=True)}
         history.append({"loss": loss.detach(), **terms})

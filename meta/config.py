@@ -81,8 +81,6 @@ class TrainConfig:
     """weight of the value loss"""
     ent_coef: float = 0.0
     """weight of the entropy bonus"""
-    bound_coef: float = 0.0
-    """weight of the bound loss: the policy's mean action's squared excess beyond [-1, 1], where the env clips it"""
     max_grad_norm: float = 1.0
     """outer gradient clip (global norm)"""
     critic: str = "linear"
@@ -143,7 +141,6 @@ class TrainConfig:
             ("clip", lambda x: 0 < x < math.inf, "a finite number > 0"),
             ("vf_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
             ("ent_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
-            ("bound_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
             # inf is allowed: clip_grad_norm_ with max_norm=inf leaves gradients unclipped.
             ("max_grad_norm", lambda x: x > 0, "a number > 0"),
         ):

@@ -243,8 +243,9 @@ def adaptation_curve(method: Method, family: Family, tasks: TaskBatch, ec: EvalC
         used += support.rewards.shape[0] * support.rewards.shape[2]  # steps × episodes of one task
         adv, ret = advantages(support, c)
         start = {k: v.requires_grad_(True) for k, v in phi.items()}
-        coefs = (c.clip, c.vf_coef, c.ent_coef, c.bound_coef)
-        phi, _ = adapt(method.module, start, support, adv, ret, 1, method.inner_lr, False, *coefs)
+        phi, _ = adapt(
+            method.module, start, support, adv, ret, 1, method.inner_lr, False, c.clip, c.vf_coef, c.ent_coef
+        )
         phi = {k: v.detach() for k, v in phi.items()}
     return {**{m: np.stack(v) for m, v in curve.items()}, "adaptation_env_steps": used, "adapted": phi}
 

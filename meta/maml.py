@@ -27,7 +27,7 @@ class MAML(OuterLoop):
     def contribution(self, phi: Params, support: Rollout, query: Rollout) -> Contribution:
         c = self.cfg
         adv, ret = self.advantages(query)
-        loss, terms = ppo_loss(self.module, phi, query, adv, ret, c.clip, c.vf_coef, c.ent_coef, c.bound_coef)
+        loss, terms = ppo_loss(self.module, phi, query, adv, ret, c.clip, c.vf_coef, c.ent_coef)
         grads = list(torch.autograd.grad(loss.sum(), self.meta_parameters()))
         per_task = {"loss": loss.detach(), "policy_loss": terms["policy_loss"], "value_loss": terms["value_loss"]}
         return Contribution(grads, per_task, None)
@@ -94,8 +94,9 @@ class MultiTask(MAML):
         batches = [(batch, *self.advantages(batch)) for batch in total.rollouts]
         for _ in range(self.epochs):
             theta = stack(self.theta, n_tasks)
-            coefs = (c.clip, c.vf_coef, c.ent_coef, c.bound_coef)
-            loss = sum(ppo_loss(self.module, theta, b, a, r, *coefs)[0].mean() for b, a, r in batches)
+            loss = sum(
+                ppo_loss(self.module, theta, b, a, r, c.clip, c.vf_coef, c.ent_coef)[0].mean() for b, a, r in batches
+            )
             self.optimizer.zero_grad()
             loss.backward()
             metrics = self._step()

@@ -86,7 +86,6 @@ class OuterLoop(abc.ABC):
             c.clip,
             c.vf_coef,
             c.ent_coef,
-            c.bound_coef,
         )
         first = history[0]  # the losses θ starts from; later steps are the adapted policies' own
         return phi, {f"inner/{k}": first[k] for k in ("loss", "policy_loss", "value_loss", "entropy")}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 from torch.func import functional_call
 
@@ -54,10 +53,10 @@ def constant_policy(mu: float, sigma: float, v: float) -> tuple[ActorCritic, dic
     return module, params
 
 
-def two_step_batch() -> Rollout:
-    """A rollout of one task, one env and two steps whose actions are 0 and 1."""
+def test_ppo_loss_matches_a_hand_computed_value():
+    module, params = constant_policy(mu=0.5, sigma=0.5, v=0.3)
     shape = (1, 1, 2)  # [T, n, E]
-    return Rollout(
+    batch = Rollout(
         obs=torch.randn(*shape, 2),
         raw_obs=torch.zeros(*shape, 2),
         actions=torch.tensor([0.0, 1.0]).reshape(*shape, 1),
@@ -68,15 +67,8 @@ def two_step_batch() -> Rollout:
         episode_ends=torch.zeros(shape, dtype=torch.bool),
         stats={},
     )
-
-
-def test_ppo_loss_matches_a_hand_computed_value():
-    module, params = constant_policy(mu=0.5, sigma=0.5, v=0.3)
-    batch, shape = two_step_batch(), (1, 1, 2)
     advantages, returns = torch.tensor([1.0, 3.0]).reshape(shape), torch.tensor([1.0, 2.0]).reshape(shape)
-    loss, terms = ppo_loss(
-        module, params, batch, advantages, returns, clip=0.2, vf_coef=0.5, ent_coef=0.01, bound_coef=3.0
-    )
+    loss, terms = ppo_loss(module, params, batch, advantages, returns, clip=0.2, vf_coef=0.5, ent_coef=0.01)
     # log π(a) = −0.5·((a − 0.5)/0.5)² − ln 0.5 − 0.5 ln 2π = −0.725791 for both actions
     # ratios e^(−0.725791 + 1.0) = 1.315511 and e^(−0.725791 + 1.2) = 1.606736
     # normalized advantages ∓0.707107; surrogates min(1.315511·−0.707107, 1.2·−0.707107) = −0.930206 and
@@ -88,20 +80,3 @@ def test_ppo_loss_matches_a_hand_computed_value():
     torch.testing.assert_close(terms["entropy"], torch.tensor([0.725792]), atol=1e-5, rtol=0)
     torch.testing.assert_close(loss, torch.tensor([0.040839 + 0.5 * 3.38 - 0.01 * 0.725792]), atol=1e-5, rtol=0)
     torch.testing.assert_close(terms["clip_fraction"], torch.tensor([1.0]))
-    torch.testing.assert_close(terms["bound_loss"], torch.tensor([0.0]))  # a mean inside [-1, 1] costs nothing
-
-
-@pytest.mark.parametrize("mu", [1.5, -1.5])
-def test_bound_loss_charges_the_squared_excess_of_the_mean_beyond_the_action_range(mu):
-    module, params = constant_policy(mu=mu, sigma=0.5, v=0.3)
-    batch, shape = two_step_batch(), (1, 1, 2)
-    adv, ret = torch.tensor([1.0, 3.0]).reshape(shape), torch.tensor([1.0, 2.0]).reshape(shape)
-    without, terms = ppo_loss(module, params, batch, adv, ret, clip=0.2, vf_coef=0.5, ent_coef=0.0, bound_coef=0.0)
-    with_bound, _ = ppo_loss(module, params, batch, adv, ret, clip=0.2, vf_coef=0.5, ent_coef=0.0, bound_coef=2.0)
-    torch.testing.assert_close(terms["bound_loss"], torch.tensor([0.25]))  # (1.5 − 1)²
-    torch.testing.assert_close(with_bound - without, torch.tensor([0.5]))
-    mean_bias = params["pi.2.bias"].requires_grad_(True)
-    loss, _ = ppo_loss(module, params, batch, adv, ret, clip=0.2, vf_coef=0.0, ent_coef=0.0, bound_coef=2.0)
-    surrogate, _ = ppo_loss(module, params, batch, adv, ret, clip=0.2, vf_coef=0.0, ent_coef=0.0, bound_coef=0.0)
-    (grad,) = torch.autograd.grad(loss.sum() - surrogate.sum(), mean_bias)
-    assert grad.item() * mu > 0  # descending the bound loss moves the mean back towards the range

@@ -53,7 +53,7 @@ def post_adaptation_loss(loop, support, query) -> torch.Tensor:
     phi, _ = loop.adapt(support)
     adv, ret = loop.advantages(query)
     c = loop.cfg
-    return ppo_loss(loop.module, phi, query, adv, ret, c.clip, c.vf_coef, c.ent_coef, c.bound_coef)[0].mean()
+    return ppo_loss(loop.module, phi, query, adv, ret, c.clip, c.vf_coef, c.ent_coef)[0].mean()
 
 
 def meta_gradient(algo: str) -> tuple[torch.Tensor, object, Rollout, Rollout]:
