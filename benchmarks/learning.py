@@ -72,7 +72,7 @@ from meta.evaluation import (
     plot,
     write_outputs,
 )
-from meta.trainer import load_run, read_checkpoint, train
+from meta.trainer import FAMILY_RECORD, family_changes, load_run, read_checkpoint, train
 
 META_ALGOS = tuple(a for a in ALGOS if a != "multitask")  # multitask is a baseline, not a cell
 SPLITS = ("test", "ood")
@@ -358,9 +358,20 @@ def progress(cell: Cell, run: Path) -> Progress:
 
 
 def check_run(cell: Cell, run: Path) -> None:
-    """Refuse (one-line ``ValueError``) a run folder trained with another config than the plan now gives the cell."""
+    """Refuse (one-line ``ValueError``) a run folder trained with another config than the plan now gives the cell, or
+    on another version of its family (a changed reward, task range or model)."""
     if not (run / "config.yaml").is_file():
         return
+    if not (run / FAMILY_RECORD).is_file():
+        raise ValueError(
+            f"{run} has no {FAMILY_RECORD}: the family it trained on is unknown; delete the folder to train it again"
+        )
+    changed = family_changes(run, cell.train)
+    if changed:
+        raise ValueError(
+            f"{run} was trained on another version of the {cell.family} family (its {changed[0]} differs): "
+            "delete the folder to train the cell again"
+        )
     saved = to_dict(saved_config(load_yaml(run / "config.yaml"), where=str(run / "config.yaml")))
     saved.pop("out")
     wanted = {k: v for k, v in to_dict(cell.train).items() if k != "out"}

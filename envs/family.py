@@ -14,8 +14,10 @@ reward, success, reset and scripted controllers through ``task``, a dict of per-
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -446,6 +448,17 @@ class Family:
             "success": self.success_doc,
             "reward": self.reward_doc,
         }
+
+    def identity(self) -> dict[str, Any]:
+        """What a trained policy depends on, to compare a saved run with the family as it is now: :meth:`describe`
+        (parameters, regions, reward, success) and the SHA-256 of every asset file the model is built from."""
+        files, todo = {}, [self.asset]
+        while todo:
+            name = todo.pop()
+            text = (ASSETS / name).read_bytes()
+            files[name] = hashlib.sha256(text).hexdigest()
+            todo += [f.decode() for f in re.findall(rb'<include\s+file="([^"]+)"', text) if f.decode() not in files]
+        return {**self.describe(), "assets": dict(sorted(files.items()))}
 
 
 @functools.lru_cache(maxsize=512)

@@ -36,12 +36,32 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.family}-{cfg.algo}-seed{cfg.seed}-{stamp}"
 
 
+FAMILY_RECORD = "family.json"
+"""A run's record of the family it trains on (:meth:`envs.family.Family.identity`, as JSON): ``config.yaml`` names
+the family, not what the family was when the run trained."""
+
+
+def family_changes(run: Path, cfg: TrainConfig) -> list[str]:
+    """The keys of the family's identity that differ from what ``run`` recorded (empty when it recorded none)."""
+    path = run / FAMILY_RECORD
+    if not path.is_file():
+        return []
+    then, now = json.loads(path.read_text()), json.loads(json.dumps(family_of(cfg).identity()))
+    return sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
+
+
 def open_run(cfg: TrainConfig | None, resume: str | None) -> tuple[TrainConfig, Path, dict | None]:
     """The run's config, folder and (when resuming) its latest checkpoint. Everything is checked before anything
     is written, so bad input leaves no file changed."""
     if resume is not None:
         run = Path(resume)
         cfg, state = read_checkpoint(run, "latest")
+        changed = family_changes(run, cfg)
+        if changed:
+            raise ValueError(
+                f"{run}: the {cfg.family} family changed since this run began (its {changed[0]} differs): "
+                "continuing would train on another family; start a new run"
+            )
         return cfg, run, state
     run = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if run.exists() and any(run.iterdir()):
@@ -225,6 +245,7 @@ def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
     workers = make_workers(cfg)
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run / "config.yaml")
+    (run / FAMILY_RECORD).write_text(json.dumps(family.identity(), indent=1) + "\n")
     log = MetricsLog(run, start)
     steps_per_rollout = family.episode_length * cfg.meta_batch * cfg.envs_per_task
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f"{cfg.algo} {cfg.family}")

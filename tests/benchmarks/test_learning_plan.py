@@ -92,6 +92,21 @@ def test_a_plan_asking_fewer_baselines_reuses_the_cached_evaluation_without_them
     assert records == [r for r in full if r["method"] != "oracle"]
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.write_text(json.dumps({**json.loads(r.read_text()), "obs_dim": 3})), "(its obs_dim differs)"),
+        (lambda r: r.unlink(), "has no family.json: the family it trained on is unknown"),
+    ],
+)
+def test_a_cell_trained_on_another_version_of_its_family_is_refused(smoke, tmp_path, change, message):
+    subprocess.run(["cp", "-r", str(smoke / "results"), str(tmp_path / "results")], check=True)
+    change(tmp_path / "results" / "smoke" / "point-maml-seed0" / "family.json")
+    out = plan_cli("--plan", str(SMOKE), "--results", str(tmp_path / "results"), "--status")
+    assert out.returncode == 2 and message in out.stderr and "delete the folder" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
 def test_the_plans_notes_are_shown_in_results_md_under_what_mattered(smoke, tmp_path):
     (tmp_path / "smoke.yaml").write_text(SMOKE.read_text() + "notes: smoke-notes.md\n")
     (tmp_path / "smoke-notes.md").write_text("The inner step size mattered.\n")

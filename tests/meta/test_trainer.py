@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import json
 import os
 import pickle
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from envs.registry import make_family
 from meta import checkpoint
 from meta.config import TrainConfig, from_dict, load_yaml, to_dict
 from meta.trainer import read_checkpoint, train
@@ -140,6 +142,19 @@ def test_resume_refuses_a_damaged_foreign_or_malicious_checkpoint(finished_run, 
     assert len(out.stderr.strip().splitlines()) == 1
     assert digest(run) == before
     assert not marker.exists()
+
+
+def test_resume_refuses_a_run_whose_family_changed_since_it_began(finished_run, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished_run), str(run)], check=True)
+    recorded = json.loads((run / "family.json").read_text())
+    assert recorded == json.loads(json.dumps(make_family("point").identity()))
+    (run / "family.json").write_text(json.dumps({**recorded, "reward": "an older reward"}))
+    before = digest(run)
+    out = run_train("--resume", str(run), cwd=tmp_path)
+    assert out.returncode == 2 and "the point family changed since this run began (its reward differs)" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert digest(run) == before
 
 
 def test_a_new_run_never_overwrites_an_existing_folder(finished_run, tmp_path):
