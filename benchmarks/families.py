@@ -89,7 +89,12 @@ def family_section(name: str, train_tasks: int, ood_tasks: int) -> tuple[str, di
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=list(FAMILIES), nargs="*", help="families to document (default: all)")
+    p.add_argument(
+        "--only",
+        choices=list(FAMILIES),
+        nargs="*",
+        help="families to redo, keeping the others' sections (default: all)",
+    )
     p.add_argument("--train-tasks", type=int, default=50, help="train tasks for the scripted success rate")
     p.add_argument("--ood-tasks", type=int, default=20, help="ood tasks for the scripted success rate")
     args = p.parse_args()
@@ -114,8 +119,20 @@ def main() -> None:
         "held-out regions (extrapolated ranges, unseen categories or combinations).",
         "",
     ]
+    if args.only:  # keep the other families' sections and records as they were last generated
+        sections, records = _merged(dict(zip(args.only, sections, strict=True)), records)
     (DOCS / "families.md").write_text("\n".join(header + sections))
     (DOCS / "families.json").write_text(json.dumps(records, indent=1) + "\n")
+
+
+def _merged(new_sections: dict[str, str], new_records: list[dict]) -> tuple[list[str], list[dict]]:
+    """Every family's section and record in registry order: the new ones, else the ones already in ``docs/``."""
+    old_text = (DOCS / "families.md").read_text() if (DOCS / "families.md").is_file() else ""
+    old_sections = {part.split("`", 2)[1]: "## " + part for part in old_text.split("\n## ")[1:]}
+    old_records = json.loads((DOCS / "families.json").read_text()) if (DOCS / "families.json").is_file() else []
+    by_name = {r["family"]: r for r in old_records} | {r["family"]: r for r in new_records}
+    names = [n for n in FAMILIES if n in new_sections or n in old_sections]
+    return [new_sections.get(n) or old_sections[n] for n in names], [by_name[n] for n in names if n in by_name]
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ The terrain is a straight track of box tiles laid along the goal direction (a fl
 tiles' positions, orientations, colours and friction are set per task, so every task compiles to the same
 arrays and MuJoCo Warp can batch them (its worlds cannot differ in height-field data or geom types).
 
-The policy sees proprioception only; the goal, the terrain type and difficulty and the friction reach it
-only through reward, which is what meta-learning adapts to.
+The policy sees proprioception and where the torso is and faces; the goal, the terrain type and difficulty
+and the friction reach it only through reward, which is what meta-learning adapts to.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ ROUGH_AMPLITUDE = 0.06  # m at difficulty 1: tile tops uniform in [0, amplitude]
 SLOPE_ANGLE = 12.0  # deg at difficulty 1
 STAIR_RISE = 0.07  # m per tread at difficulty 1
 SUCCESS_RADIUS = 0.4
+UPRIGHT = 1.0
+"""Reward per step for standing upright, as in gymnasium's Ant (``healthy_reward``): at 0.1 the policy
+learned to lunge toward the goal and fall within 40 steps, since progress paid more than staying up."""
 TILE_HALF_LENGTH = TILE / 2 / math.cos(math.radians(1.6 * SLOPE_ANGLE))
 """Tiles are this long (a little over ``TILE / 2``) so that the steepest slope's tilted tiles still meet; level
 tiles overlap the next one by a few millimetres."""
@@ -80,6 +83,13 @@ def track_heights(task: Task) -> tuple[np.ndarray, float]:
 
 def ground_friction(task: Task) -> float:
     return task["friction"] * (ice_scale(task["difficulty"]) if task["terrain_type"] == "low_friction" else 1.0)
+
+
+def _heading(quat: torch.Tensor) -> torch.Tensor:
+    """Unit horizontal direction of the torso's x-axis ``[B, 2]`` from its quaternion ``[B, 4]`` (w, x, y, z)."""
+    w, x, y, z = quat.unbind(dim=1)
+    h = torch.stack([1 - 2 * (y * y + z * z), 2 * (w * z + x * y)], dim=1)
+    return h / h.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
 def _quat(yaw: float, pitch: float = 0.0) -> np.ndarray:
@@ -133,11 +143,11 @@ class Terrain(Family):
     episode_length = 250
     frame_skip = 8
     action_dim = 12
-    obs_dim = 45
+    obs_dim = 49
     success_doc = f"torso centre within {SUCCESS_RADIUS:g} m of the goal in the horizontal plane"
     reward_doc = (
         "progress: torso horizontal velocity (m/s) projected on the unit vector from the torso to the goal; "
-        "upright: 0.1·(torso z-axis · world up); goal: +1 per step inside the success radius; "
+        f"upright: {UPRIGHT:g}·(torso z-axis · world up); goal: +1 per step inside the success radius; "
         "control: -0.005·|a|²"
     )
     scripted_success = None
@@ -246,9 +256,11 @@ class Terrain(Family):
         return {"ctrl": action.to(state.ctrl.dtype).clamp(-1, 1) * scale}
 
     def observe(self, state: SimState) -> torch.Tensor:
-        """``[B, 45]``: joint angles from the standing pose (12, rad), joint velocities (12, rad/s × 0.1),
+        """``[B, 49]``: joint angles from the standing pose (12, rad), joint velocities (12, rad/s × 0.1),
         gravity direction in the torso frame (3), torso angular velocity (3, rad/s × 0.25), torso linear
-        velocity in its own frame (3, m/s) and the last joint targets as actions in [-1, 1] (12)."""
+        velocity in its own frame (3, m/s), the last joint targets as actions in [-1, 1] (12), the torso's
+        horizontal position (2, m) and heading (cos, sin of its yaw; 2). Position and heading are what a
+        policy needs to steer to, and stop at, a goal it learns of only through reward (as in ProMP's ant-goal)."""
         sd = state.sensordata
         scale = self._scale.to(dtype=state.ctrl.dtype, device=state.ctrl.device)
         return torch.cat(
@@ -259,6 +271,8 @@ class Terrain(Family):
                 0.25 * sd[:, self._gyro],
                 sd[:, self._vel],
                 state.ctrl / scale,
+                state.qpos[:, :2],
+                _heading(state.qpos[:, 3:7]),
             ],
             dim=1,
         )
@@ -275,7 +289,7 @@ class Terrain(Family):
         inside = to_goal.norm(dim=1) < SUCCESS_RADIUS
         return {
             "progress": (state.qvel[:, :2] * heading).sum(dim=1),
-            "upright": 0.1 * state.sensordata[:, self._up.stop - 1],
+            "upright": UPRIGHT * state.sensordata[:, self._up.stop - 1],
             "goal": inside.to(state.qpos.dtype),
             "control": -0.005 * action.to(state.qpos.dtype).clamp(-1, 1).square().sum(dim=1),
         }

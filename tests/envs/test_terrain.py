@@ -79,7 +79,7 @@ def test_robot_stands_still_on_flat_ground_with_zero_action():
         assert not terminated
     assert 0.27 < env.data.qpos[2] < 0.33
     assert np.linalg.norm(env.data.qpos[:2]) < 0.05
-    assert info["reward/upright"] > 0.099
+    assert info["reward/upright"] > 0.99
     assert np.abs(env.data.qvel).max() < 0.05
 
 
@@ -169,6 +169,19 @@ def test_observation_is_the_same_for_every_task():
     first = [TaskEnv(F, t).reset(seed=5)[0] for t in tasks]
     for o in first[1:]:
         np.testing.assert_array_equal(o, first[0])
+
+
+def test_observation_ends_with_the_torso_position_and_heading():
+    m = F.model0
+    d = mujoco.MjData(m)
+    d.qpos[:] = m.qpos0
+    d.qpos[:2] = (1.5, -0.7)
+    yaw = math.radians(30.0)
+    d.qpos[3:7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+    mujoco.mj_forward(m, d)
+    obs = F.observe(SimState.from_mjdata(d))
+    assert obs.shape == (1, F.obs_dim)
+    np.testing.assert_allclose(obs[0, -4:].numpy(), [1.5, -0.7, math.cos(yaw), math.sin(yaw)], atol=1e-9)
 
 
 def test_progress_rewards_velocity_toward_the_goal_and_success_needs_the_radius():
