@@ -14,6 +14,9 @@ those records, with one adaptation plot per family in ``img/``.
     python -m benchmarks.learning --plan benchmarks/plans/headline.yaml --only point cheetah   # some families now
     python -m benchmarks.learning --plan benchmarks/plans/headline.yaml --report   # report what is done, run nothing
 
+Cores to spare: start the same command more than once. Each process holds the cell it works on (a lock beside the
+run folder), and a process skips a cell another process holds, so the processes share out the cells.
+
 A plan file:
 
     out: docs                  # where results.json, results.md and img/ go (default: RESULTS/<plan>)
@@ -37,9 +40,11 @@ A plan file:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -47,6 +52,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -381,6 +387,20 @@ def check_run(cell: Cell, run: Path) -> None:
             f"{run} was trained with {diff[0]}={saved.get(diff[0])!r} but the plan now says {wanted.get(diff[0])!r}: "
             "restore the plan, or delete the folder to train the cell again"
         )
+
+
+@contextlib.contextmanager
+def held(run: Path) -> Iterator[bool]:
+    """Hold ``run`` for this process while the block runs; ``False`` when another process holds it. Two processes on
+    one run would overwrite each other's checkpoints; the OS frees the lock when its process dies."""
+    run.parent.mkdir(parents=True, exist_ok=True)
+    with (run.parent / f".{run.name}.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def run_cell(cell: Cell, run: Path) -> None:
@@ -808,7 +828,11 @@ def main(argv: list[str] | None = None) -> int:
             if (args.only is None or c.family in args.only) and progress(c, runs / c.name).state(c) != "done"
         ]
         for cell in tqdm(todo, desc=f"plan {plan.name}", unit="cell"):
-            run_cell(cell, runs / cell.name)
+            with held(runs / cell.name) as mine:
+                if mine:
+                    run_cell(cell, runs / cell.name)
+                else:
+                    tqdm.write(f"{cell.name}: another process is running it; skipped")
     out = args.out or plan.out or runs
     records = make_records(plan, runs)
     command = " ".join(

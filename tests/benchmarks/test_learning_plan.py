@@ -231,3 +231,15 @@ def test_a_missing_plan_file_exits_2_from_the_command_line(tmp_path):
     assert out.returncode == 2 and out.stderr.strip() == (
         f"python -m benchmarks.learning: error: plan {tmp_path / 'none.yaml'} does not exist"
     )
+
+
+def test_a_cell_another_process_holds_is_skipped_not_run_twice(tmp_path):
+    run = tmp_path / "results" / "smoke" / "point-maml-seed0"
+    with learning.held(run) as mine:
+        assert mine
+        out = plan_cli("--plan", str(SMOKE), "--results", str(tmp_path / "results"), "--out", str(tmp_path / "docs"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "point-maml-seed0: another process is running it; skipped" in out.stdout + out.stderr
+    assert not run.exists()
+    with learning.held(run) as mine:  # the skipping process let go of nothing it did not hold
+        assert mine
