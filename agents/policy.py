@@ -40,9 +40,9 @@ class ActorCritic(nn.Module):
         return self.pi(obs), self.log_std, self.vf(obs).squeeze(-1)
 
 
-def init_params(module: ActorCritic, seed: int) -> Params:
+def init_params(module: ActorCritic, seed: int, log_std: float = 0.0) -> Params:
     """Fresh parameters: orthogonal weights (gain √2 in hidden layers, 0.01 for the action mean, 1 for the value,
-    as in SB3 and CleanRL), zero biases, log-std 0."""
+    as in SB3 and CleanRL), zero biases, every action's log-std ``log_std``."""
     g = torch.Generator().manual_seed(seed)
     params = {}
     for name, p in module.named_parameters():
@@ -53,6 +53,7 @@ def init_params(module: ActorCritic, seed: int) -> Params:
             gain = (0.01 if net == "pi" else 1.0) if last else math.sqrt(2)
             t = _orthogonal(t.shape, gain, g)
         params[name] = t
+    params["log_std"] = torch.full_like(params["log_std"], log_std)
     return params
 
 

@@ -81,6 +81,9 @@ class TrainConfig:
     """weight of the value loss"""
     ent_coef: float = 0.0
     """weight of the entropy bonus"""
+    log_std_init: float = 0.0
+    """initial log standard deviation of the policy's Gaussian action noise (as SB3's log_std_init); below 0 for
+    tasks that need precise actions"""
     max_grad_norm: float = 1.0
     """outer gradient clip (global norm)"""
     critic: str = "linear"
@@ -141,6 +144,7 @@ class TrainConfig:
             ("clip", lambda x: 0 < x < math.inf, "a finite number > 0"),
             ("vf_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
             ("ent_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
+            ("log_std_init", lambda x: -5 <= x <= 2, "a number in [-5, 2]"),
             # inf is allowed: clip_grad_norm_ with max_norm=inf leaves gradients unclipped.
             ("max_grad_norm", lambda x: x > 0, "a number > 0"),
         ):

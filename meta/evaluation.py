@@ -215,7 +215,8 @@ def scratch_method(cfg: TrainConfig, family: Family, seed: int) -> Method:
     """A freshly initialized policy (no observation statistics) adapted with the run's inner loop."""
     module = ActorCritic(family.obs_dim, family.action_dim, cfg.hidden)
     normalizer = ObsNormalizer(family.obs_dim, enabled=False)
-    return Method("scratch", module, init_params(module, 10_000 + seed), normalizer, cfg.inner_lr, cfg)
+    params = init_params(module, 10_000 + seed, cfg.log_std_init)
+    return Method("scratch", module, params, normalizer, cfg.inner_lr, cfg)
 
 
 def adaptation_curve(method: Method, family: Family, tasks: TaskBatch, ec: EvalConfig, seed: int) -> dict:

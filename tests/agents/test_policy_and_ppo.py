@@ -35,6 +35,13 @@ def test_init_is_seeded_and_stack_shares_storage_with_theta():
     assert s["pi.0.weight"].data_ptr() == a["pi.0.weight"].data_ptr()
 
 
+def test_init_sets_every_action_log_std_and_nothing_else():
+    module = ActorCritic(3, 2)
+    default, quiet = init_params(module, 1), init_params(module, 1, log_std=-1.0)
+    assert torch.equal(default["log_std"], torch.zeros(2)) and torch.equal(quiet["log_std"], torch.full((2,), -1.0))
+    assert all(torch.equal(default[k], quiet[k]) for k in default if k != "log_std")
+
+
 def test_log_prob_and_entropy_are_the_diagonal_gaussians():
     mean, log_std = torch.zeros(1, 4, 2), torch.log(torch.tensor([[0.5, 2.0]]))
     a = torch.randn(1, 4, 2)
