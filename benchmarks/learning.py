@@ -24,7 +24,7 @@ A plan file:
     eval:                      # the protocol of every cell; a cell's own `eval` overrides single keys
       n_tasks: 20              # tasks per seed
       steps: 3                 # K ≤ 3 inner steps ...
-      support_episodes: 10     # ... each from ≤ 20 fresh episodes per task
+      support_episodes: 6      # ... each from this many fresh episodes per task: K × this ≤ 20
       eval_episodes: 10        # fresh episodes measuring each k
       splits: [test, ood]
       baselines: [scratch, multitask, sb3, oracle]
@@ -82,7 +82,7 @@ from meta.trainer import FAMILY_RECORD, family_changes, load_run, read_checkpoin
 
 META_ALGOS = tuple(a for a in ALGOS if a != "multitask")  # multitask is a baseline, not a cell
 SPLITS = ("test", "ood")
-MAX_STEPS, MAX_SUPPORT_EPISODES = 3, 20  # the targets: ≤ 3 inner steps from ≤ 20 support episodes
+MAX_STEPS, MAX_SUPPORT_EPISODES = 3, 20  # the targets: ≤ 3 inner steps from ≤ 20 support episodes in all
 RECORD_KEYS = (
     "family",
     "algo",
@@ -111,7 +111,7 @@ class EvalSettings:
 
     n_tasks: int = 20
     steps: int = 3
-    support_episodes: int = 10
+    support_episodes: int = 6
     eval_episodes: int = 10
     splits: tuple[str, ...] = SPLITS
     baselines: tuple[str, ...] = tuple(BASELINES)
@@ -290,9 +290,13 @@ def _eval(base: EvalSettings, d: Any, where: str) -> EvalSettings:
         settings.config("test", 0)  # EvalConfig's own checks of the numbers
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
-    for key, most in (("steps", MAX_STEPS), ("support_episodes", MAX_SUPPORT_EPISODES)):
-        if getattr(settings, key) > most:
-            raise ValueError(f"{where}.{key}={getattr(settings, key)} is not allowed: expected at most {most}")
+    if settings.steps > MAX_STEPS:
+        raise ValueError(f"{where}.steps={settings.steps} is not allowed: expected at most {MAX_STEPS}")
+    if settings.steps * settings.support_episodes > MAX_SUPPORT_EPISODES:
+        raise ValueError(
+            f"{where}.support_episodes={settings.support_episodes} is not allowed with steps={settings.steps}: "
+            f"expected steps × support_episodes ≤ {MAX_SUPPORT_EPISODES} (support episodes per task in all)"
+        )
     return settings
 
 

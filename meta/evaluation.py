@@ -44,8 +44,8 @@ class EvalConfig:
     """tasks per seed"""
     steps: int = 3
     """K: inner steps of adaptation, each from fresh support episodes; k = 0 … K are measured"""
-    support_episodes: int = 10
-    """episodes per task collected for each inner step"""
+    support_episodes: int = 6
+    """episodes per task collected for each inner step (K = 3 steps then spend 18, inside a 20-episode budget)"""
     eval_episodes: int = 10
     """fresh episodes per task measuring the policy before and after every step"""
     seeds: tuple[int, ...] = (0,)

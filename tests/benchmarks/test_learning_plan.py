@@ -197,7 +197,11 @@ def _with(path: str, value) -> dict:
     ("plan", "message"),
     [
         (_with("eval.steps", 4), "eval.steps=4 is not allowed: expected at most 3"),
-        (_with("eval.support_episodes", 21), "eval.support_episodes=21 is not allowed: expected at most 20"),
+        (
+            _with("eval.support_episodes", 21),
+            "eval.support_episodes=21 is not allowed with steps=1: expected steps × support_episodes ≤ 20 "
+            "(support episodes per task in all)",
+        ),
         (_with("eval.splits", ["train"]), "eval.splits=['train'] is not allowed"),
         (_with("eval.baselines", ["pearl"]), "eval.baselines=['pearl'] is not allowed"),
         (_with("eval.n_tasks", 0), "eval: n_tasks=0 is not allowed"),
