@@ -109,10 +109,11 @@ class PlanError(ValueError):
 class EvalSettings:
     """The few-shot protocol of a cell (:class:`meta.evaluation.EvalConfig` without the seeds, plus what to run)."""
 
-    n_tasks: int = 20
-    steps: int = 3
-    support_episodes: int = 6
-    eval_episodes: int = 10
+    # evaluate.py's protocol, so a plan that says nothing measures what evaluate.py would
+    n_tasks: int = EvalConfig.n_tasks
+    steps: int = EvalConfig.steps
+    support_episodes: int = EvalConfig.support_episodes
+    eval_episodes: int = EvalConfig.eval_episodes
     splits: tuple[str, ...] = SPLITS
     baselines: tuple[str, ...] = tuple(BASELINES)
 
