@@ -96,6 +96,7 @@ class SB3Baseline:
 
     def curve(self, family: Family, tasks: TaskBatch, ec: EvalConfig, seed: int) -> dict:
         from stable_baselines3 import PPO
+        from stable_baselines3.common.logger import Logger
 
         block = ec.support_episodes * family.episode_length
         curve = {m: np.zeros((ec.steps + 1, len(tasks))) for m in METRICS}
@@ -109,6 +110,8 @@ class SB3Baseline:
                 seed=seed * 1000 + i,
                 device="cpu",
             )
+            # SB3's default logger makes a folder in the temporary directory on every learn() call, even silent.
+            model.set_logger(Logger(folder=None, output_formats=[]))
             probe = TaskEnv(family, task)
             for k in range(ec.steps + 1):
                 for m, value in _sb3_episodes(model, probe, ec.eval_episodes, seed * 1000 + 100 * i + k).items():

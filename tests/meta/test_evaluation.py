@@ -7,6 +7,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,14 @@ def test_every_method_gets_exactly_the_stated_budget(run):
         cfg.envs_per_task,
         "multitask",
     )
+
+
+def test_the_sb3_baseline_leaves_no_log_folders_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    family = make_family("point")
+    ec = dataclasses.replace(EC, n_tasks=1, steps=1, support_episodes=1, eval_episodes=1)
+    SB3Baseline().curve(family, family.sample(0, 1, "test"), ec, seed=0)
+    assert list(tmp_path.glob("SB3-*")) == []
 
 
 def test_the_oracle_baseline_sees_the_task_and_adapts_on_the_same_tasks(run):
