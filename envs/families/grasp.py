@@ -307,8 +307,8 @@ class Grasp(Family):
         vxy = (10 * to_obj).clamp(-1, 1)
         vz = (10 * (z_goal - hand[:, 2])).clamp(-1, 1)
         # A velocity servo this stiff would jerk the object at the lift's start and shake it out of a weak
-        # grip: raise the lift speed by at most 0.025 m/s per control step (0.6 m/s²) up to 0.125 m/s.
+        # grip: raise the lift speed by at most 0.05 m/s per control step (1.25 m/s²) up to 0.25 m/s.
         now = state.qvel[:, self._hand_v + 2] / _HAND_SPEED
-        vz = torch.where(lift, torch.minimum(vz, now + 0.1).clamp(-0.5, 0.5), vz)
+        vz = torch.where(lift, torch.minimum(vz, now + 0.2), vz)
         grip = torch.where(grasping, -torch.ones_like(vz), torch.ones_like(vz))
         return torch.cat([vxy, vz[:, None], grip[:, None]], dim=1)
