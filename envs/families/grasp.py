@@ -267,8 +267,8 @@ class Grasp(Family):
         dtype = state.qpos.dtype
         obj = state.xpos[:, self._obj]
         target = task["target_height"]
-        # Lift pays only once the object is off the table: resting objects earn nothing, so hovering with a
-        # loose grip around one is not a local optimum.
+        # Lift pays only while the object is off the table and squeezed between the pads: a resting object, or one
+        # nudged up without being held, earns nothing, so hovering with a loose grip around it is not a local optimum.
         lifted = (
             (obj[:, 2] > self._half_height(task) + _LIFTED) & self._between_pads(state) & (self._squeeze(state) > 0.5)
         )
