@@ -269,12 +269,11 @@ class Grasp(Family):
         target = task["target_height"]
         # Lift pays only while the object is off the table and squeezed between the pads: a resting object, or one
         # nudged up without being held, earns nothing, so hovering with a loose grip around it is not a local optimum.
-        lifted = (
-            (obj[:, 2] > self._half_height(task) + _LIFTED) & self._between_pads(state) & (self._squeeze(state) > 0.5)
-        )
+        between, squeeze = self._between_pads(state), self._squeeze(state)
+        lifted = (obj[:, 2] > self._half_height(task) + _LIFTED) & between & (squeeze > 0.5)
         return {
             "reach": -(obj - state.site_xpos[:, self._grip]).norm(dim=1),
-            "grasp": 0.5 * self._between_pads(state).to(dtype) * self._squeeze(state),
+            "grasp": 0.5 * between.to(dtype) * squeeze,
             "lift": 2 * lifted.to(dtype) * (1 - (obj[:, 2] - target).abs() / target).clamp(min=0),
             "target": 2 * self._at_target(state, task).to(dtype),
             "control": -0.01 * action.clamp(-1, 1).square().sum(dim=1).to(dtype),
