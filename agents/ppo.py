@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from agents.policy import ActorCritic, Params, entropy, evaluate, log_prob
 from agents.rollout import Rollout
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The PPO loss's settings (:class:`meta.config.TrainConfig`'s fields of the same names)."""
+
+    clip: float
+    """ratio clip"""
+    vf_coef: float
+    """weight of the value loss"""
+    ent_coef: float
+    """weight of the entropy bonus"""
+    bound_coef: float
+    """weight of the bound loss"""
 
 
 def ppo_loss(
@@ -14,9 +30,7 @@ def ppo_loss(
     batch: Rollout,
     advantages: torch.Tensor,
     returns: torch.Tensor,
-    clip: float,
-    vf_coef: float,
-    ent_coef: float,
+    w: LossWeights,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped-surrogate PPO loss of each task's policy on its own data.
 
@@ -24,9 +38,10 @@ def ppo_loss(
     :param batch: rollout, ``[T, n, E, ...]``; ``batch.log_probs`` are the behaviour policy's.
     :param advantages: ``[T, n, E]``, normalized per task here (mean 0, std 1 over ``T × E``).
     :param returns: value targets ``[T, n, E]``.
-    :return: loss per task ``[n]`` = policy loss + ``vf_coef`` · value loss (mean squared error over the variance of
-        the task's returns) − ``ent_coef`` · entropy, and those
-        terms (each ``[n]``) plus the approximate KL to the behaviour policy and the clipped fraction.
+    :return: loss per task ``[n]`` = policy loss + ``w.vf_coef`` · value loss (mean squared error over the variance
+        of the task's returns) − ``w.ent_coef`` · entropy + ``w.bound_coef`` · bound loss (the mean squared
+        excursion of the action mean more than 2σ past the env's action bounds ±1), and those terms (each ``[n]``)
+        plus the approximate KL to the behaviour policy and the clipped fraction.
     """
     mean, log_std, value = evaluate(module, params, batch.obs.transpose(0, 1))
     new_lp = log_prob(batch.actions.transpose(0, 1), mean, log_std)  # [n, T, E]
@@ -34,21 +49,27 @@ def ppo_loss(
     ratio = log_ratio.exp()
     adv = advantages.transpose(0, 1)
     adv = (adv - adv.mean(dim=(1, 2), keepdim=True)) / (adv.std(dim=(1, 2), keepdim=True) + 1e-8)
-    surrogate = torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    surrogate = torch.min(ratio * adv, ratio.clamp(1 - w.clip, 1 + w.clip) * adv)
     policy_loss = -surrogate.mean(dim=(1, 2))
     # Scaled by each task's return variance: the minimizer is unchanged, but the gradient becomes commensurate
     # with the normalized policy loss whatever the reward scale, so one inner step size suits both heads.
     ret = returns.transpose(0, 1)
     value_loss = (value - ret).square().mean(dim=(1, 2)) / ret.var(dim=(1, 2)).clamp(min=1e-2)
     ent = entropy(log_std)
-    loss = policy_loss + vf_coef * value_loss - ent_coef * ent
+    # The env clips actions to ±1: once the mean is more than a few σ past a bound, every sampled action is clipped
+    # alike and the policy can no longer find out that less would be better. Penalized beyond 1 + 2σ, about 2 % of
+    # samples stay inside; a saturated action (a firm grip) stays reachable.
+    sigma = log_std.detach().exp().reshape(log_std.shape[0], *([1] * (mean.dim() - 2)), -1)
+    bound_loss = (mean.abs() - 1 - 2 * sigma).clamp(min=0).square().sum(-1).mean(dim=(1, 2))
+    loss = policy_loss + w.vf_coef * value_loss - w.ent_coef * ent + w.bound_coef * bound_loss
     with torch.no_grad():
         terms = {
             "policy_loss": policy_loss,
             "value_loss": value_loss,
             "entropy": ent,
+            "bound_loss": bound_loss,
             "approx_kl": ((ratio - 1) - log_ratio).mean(dim=(1, 2)),
-            "clip_fraction": ((ratio - 1).abs() > clip).float().mean(dim=(1, 2)),
+            "clip_fraction": ((ratio - 1).abs() > w.clip).float().mean(dim=(1, 2)),
         }
     return loss, terms
 
@@ -62,9 +83,7 @@ def adapt(
     steps: int,
     lr: float | Params,
     create_graph: bool,
-    clip: float,
-    vf_coef: float,
-    ent_coef: float,
+    w: LossWeights,
 ) -> tuple[Params, list[dict[str, torch.Tensor]]]:
     """``steps`` gradient steps of the PPO loss for every task at once: ``φ ← φ − lr · ∇φ L(φ)``.
 
@@ -77,7 +96,7 @@ def adapt(
     """
     phi, history = params, []
     for _ in range(steps):
-        loss, terms = ppo_loss(module, phi, batch, advantages, returns, clip, vf_coef, ent_coef)
+        loss, terms = ppo_loss(module, phi, batch, advantages, returns, w)
         grads = torch.autograd.grad(loss.sum(), list(phi.values()), create_graph=create_graph)
         phi = {k: p - (lr[k] if isinstance(lr, dict) else lr) * g for (k, p), g in zip(phi.items(), grads, strict=True)}
         history.append({"loss": loss.detach(), **terms})

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from agents.ppo import LossWeights
 from envs.family import Family
 from envs.oracle import OracleFamily
 from envs.registry import FAMILIES, make_family
@@ -81,6 +82,9 @@ class TrainConfig:
     """weight of the value loss"""
     ent_coef: float = 0.0
     """weight of the entropy bonus"""
+    bound_coef: float = 0.0
+    """weight of a penalty on the action mean more than 2σ past the env's action bounds ±1, where nearly every sampled
+    action is clipped alike and exploration stops (as rl_games' bounds loss)"""
     log_std_init: float = 0.0
     """initial log standard deviation of the policy's Gaussian action noise (as SB3's log_std_init); below 0 for
     tasks that need precise actions"""
@@ -144,6 +148,7 @@ class TrainConfig:
             ("clip", lambda x: 0 < x < math.inf, "a finite number > 0"),
             ("vf_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
             ("ent_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
+            ("bound_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
             ("log_std_init", lambda x: -5 <= x <= 2, "a number in [-5, 2]"),
             # inf is allowed: clip_grad_norm_ with max_norm=inf leaves gradients unclipped.
             ("max_grad_norm", lambda x: x > 0, "a number > 0"),
@@ -204,6 +209,11 @@ def family_of(cfg: TrainConfig) -> Family:
     when ``cfg.task_in_obs`` (the oracle baseline, :class:`envs.oracle.OracleFamily`)."""
     family = make_family(cfg.family)
     return OracleFamily(family) if cfg.task_in_obs else family
+
+
+def loss_weights(cfg: TrainConfig) -> LossWeights:
+    """The PPO loss's settings of ``cfg``."""
+    return LossWeights(cfg.clip, cfg.vf_coef, cfg.ent_coef, cfg.bound_coef)
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

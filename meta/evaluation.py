@@ -27,7 +27,7 @@ from envs.family import Family, TaskBatch
 from envs.files import atomic_path
 from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
-from meta.config import TrainConfig, family_of, to_dict
+from meta.config import TrainConfig, family_of, loss_weights, to_dict
 from meta.outer_loop import OuterLoop, advantages
 from meta.statistics import summarize
 
@@ -247,9 +247,7 @@ def adaptation_curve(method: Method, family: Family, tasks: TaskBatch, ec: EvalC
         used += support.rewards.shape[0] * support.rewards.shape[2]  # steps × episodes of one task
         adv, ret = advantages(support, c)
         start = {k: v.requires_grad_(True) for k, v in phi.items()}
-        phi, _ = adapt(
-            method.module, start, support, adv, ret, 1, method.inner_lr, False, c.clip, c.vf_coef, c.ent_coef
-        )
+        phi, _ = adapt(method.module, start, support, adv, ret, 1, method.inner_lr, False, loss_weights(c))
         phi = {k: v.detach() for k, v in phi.items()}
     return {**{m: np.stack(v) for m, v in curve.items()}, "adaptation_env_steps": used, "adapted": phi}
 

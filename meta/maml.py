@@ -14,6 +14,7 @@ import torch
 from agents.policy import ActorCritic, Params, stack
 from agents.ppo import ppo_loss
 from agents.rollout import Rollout
+from meta.config import loss_weights
 from meta.outer_loop import Contribution, OuterLoop
 
 
@@ -27,7 +28,7 @@ class MAML(OuterLoop):
     def contribution(self, phi: Params, support: Rollout, query: Rollout) -> Contribution:
         c = self.cfg
         adv, ret = self.advantages(query)
-        loss, terms = ppo_loss(self.module, phi, query, adv, ret, c.clip, c.vf_coef, c.ent_coef)
+        loss, terms = ppo_loss(self.module, phi, query, adv, ret, loss_weights(c))
         grads = list(torch.autograd.grad(loss.sum(), self.meta_parameters()))
         per_task = {"loss": loss.detach(), "policy_loss": terms["policy_loss"], "value_loss": terms["value_loss"]}
         return Contribution(grads, per_task, None)
@@ -94,9 +95,7 @@ class MultiTask(MAML):
         batches = [(batch, *self.advantages(batch)) for batch in total.rollouts]
         for _ in range(self.epochs):
             theta = stack(self.theta, n_tasks)
-            loss = sum(
-                ppo_loss(self.module, theta, b, a, r, c.clip, c.vf_coef, c.ent_coef)[0].mean() for b, a, r in batches
-            )
+            loss = sum(ppo_loss(self.module, theta, b, a, r, loss_weights(c))[0].mean() for b, a, r in batches)
             self.optimizer.zero_grad()
             loss.backward()
             metrics = self._step()

@@ -19,7 +19,7 @@ from agents.linear_baseline import linear_values
 from agents.policy import ActorCritic, Params, stack
 from agents.ppo import adapt
 from agents.rollout import Rollout, cat_rollouts
-from meta.config import ALGOS
+from meta.config import ALGOS, loss_weights
 
 
 class Contribution(NamedTuple):
@@ -83,9 +83,7 @@ class OuterLoop(abc.ABC):
             c.inner_steps,
             self.inner_lr(),
             self.second_order,
-            c.clip,
-            c.vf_coef,
-            c.ent_coef,
+            loss_weights(c),
         )
         first = history[0]  # the losses θ starts from; later steps are the adapted policies' own
         return phi, {f"inner/{k}": first[k] for k in ("loss", "policy_loss", "value_loss", "entropy")}

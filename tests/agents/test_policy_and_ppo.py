@@ -9,7 +9,7 @@ import torch
 from torch.func import functional_call
 
 from agents.policy import ActorCritic, entropy, evaluate, init_params, log_prob, stack
-from agents.ppo import ppo_loss
+from agents.ppo import LossWeights, ppo_loss
 from agents.rollout import Rollout
 
 
@@ -60,10 +60,9 @@ def constant_policy(mu: float, sigma: float, v: float) -> tuple[ActorCritic, dic
     return module, params
 
 
-def test_ppo_loss_matches_a_hand_computed_value():
-    module, params = constant_policy(mu=0.5, sigma=0.5, v=0.3)
+def two_step_batch() -> Rollout:
     shape = (1, 1, 2)  # [T, n, E]
-    batch = Rollout(
+    return Rollout(
         obs=torch.randn(*shape, 2),
         raw_obs=torch.zeros(*shape, 2),
         actions=torch.tensor([0.0, 1.0]).reshape(*shape, 1),
@@ -74,8 +73,13 @@ def test_ppo_loss_matches_a_hand_computed_value():
         episode_ends=torch.zeros(shape, dtype=torch.bool),
         stats={},
     )
-    advantages, returns = torch.tensor([1.0, 3.0]).reshape(shape), torch.tensor([1.0, 2.0]).reshape(shape)
-    loss, terms = ppo_loss(module, params, batch, advantages, returns, clip=0.2, vf_coef=0.5, ent_coef=0.01)
+
+
+def test_ppo_loss_matches_a_hand_computed_value():
+    module, params = constant_policy(mu=0.5, sigma=0.5, v=0.3)
+    batch = two_step_batch()
+    advantages, returns = torch.tensor([1.0, 3.0]).reshape(1, 1, 2), torch.tensor([1.0, 2.0]).reshape(1, 1, 2)
+    loss, terms = ppo_loss(module, params, batch, advantages, returns, LossWeights(0.2, 0.5, 0.01, 10.0))
     # log π(a) = −0.5·((a − 0.5)/0.5)² − ln 0.5 − 0.5 ln 2π = −0.725791 for both actions
     # ratios e^(−0.725791 + 1.0) = 1.315511 and e^(−0.725791 + 1.2) = 1.606736
     # normalized advantages ∓0.707107; surrogates min(1.315511·−0.707107, 1.2·−0.707107) = −0.930206 and
@@ -87,3 +91,19 @@ def test_ppo_loss_matches_a_hand_computed_value():
     torch.testing.assert_close(terms["entropy"], torch.tensor([0.725792]), atol=1e-5, rtol=0)
     torch.testing.assert_close(loss, torch.tensor([0.040839 + 0.5 * 3.38 - 0.01 * 0.725792]), atol=1e-5, rtol=0)
     torch.testing.assert_close(terms["clip_fraction"], torch.tensor([1.0]))
+    assert terms["bound_loss"].item() == 0  # the mean 0.5 is inside the action bounds: no penalty at any weight
+
+
+def test_the_bound_loss_pulls_a_mean_far_past_the_action_bounds_back():
+    batch = two_step_batch()
+    advantages, returns = torch.tensor([1.0, 3.0]).reshape(1, 1, 2), torch.tensor([1.0, 2.0]).reshape(1, 1, 2)
+    for mu, expected in ((2.5, 0.25), (-3.0, 1.0), (1.9, 0.0)):  # σ = 0.5: penalized past ±2
+        module, params = constant_policy(mu=mu, sigma=0.5, v=0.3)
+        params = {k: v.requires_grad_(True) for k, v in params.items()}
+        without, terms = ppo_loss(module, params, batch, advantages, returns, LossWeights(0.2, 0.5, 0.0, 0.0))
+        with_bound, _ = ppo_loss(module, params, batch, advantages, returns, LossWeights(0.2, 0.5, 0.0, 2.0))
+        torch.testing.assert_close(terms["bound_loss"], torch.tensor([expected]))
+        torch.testing.assert_close(with_bound - without, torch.tensor([2.0 * expected]))
+        (grad,) = torch.autograd.grad((with_bound - without).sum(), params["pi.2.bias"])
+        # d/dμ 2·(|μ| − 2)² = 4·(|μ| − 2)·sign μ: a descent step moves μ back inside
+        torch.testing.assert_close(grad, torch.tensor([[4 * math.copysign(max(abs(mu) - 2, 0), mu)]]))

@@ -12,7 +12,7 @@ import torch
 from agents.policy import ActorCritic, evaluate, init_params, log_prob, stack
 from agents.ppo import ppo_loss
 from agents.rollout import Rollout
-from meta.config import TrainConfig
+from meta.config import TrainConfig, loss_weights
 from meta.outer_loop import make_outer_loop
 
 N, T, E, OBS, ACT = 3, 4, 2, 2, 1  # tasks, steps, envs per task, obs and action sizes
@@ -53,7 +53,7 @@ def post_adaptation_loss(loop, support, query) -> torch.Tensor:
     phi, _ = loop.adapt(support)
     adv, ret = loop.advantages(query)
     c = loop.cfg
-    return ppo_loss(loop.module, phi, query, adv, ret, c.clip, c.vf_coef, c.ent_coef)[0].mean()
+    return ppo_loss(loop.module, phi, query, adv, ret, loss_weights(c))[0].mean()
 
 
 def meta_gradient(algo: str) -> tuple[torch.Tensor, object, Rollout, Rollout]:
