@@ -68,6 +68,7 @@ def test_defaults_are_valid_and_match_the_documented_values() -> None:
         ({"clip": 0}, "clip=0 is not allowed: expected a finite number > 0"),
         ({"vf_coef": -0.5}, "vf_coef=-0.5 is not allowed: expected a finite number ≥ 0"),
         ({"ent_coef": -0.01}, "ent_coef=-0.01 is not allowed: expected a finite number ≥ 0"),
+        ({"bound_coef": -1.0}, "bound_coef=-1.0 is not allowed: expected a finite number ≥ 0"),
         ({"log_std_init": 3.0}, "log_std_init=3.0 is not allowed: expected a number in [-5, 2]"),
         ({"max_grad_norm": 0.0}, "max_grad_norm=0.0 is not allowed: expected a number > 0"),
         ({"normalize_obs": 1}, "normalize_obs=1 is not allowed: expected true or false"),
