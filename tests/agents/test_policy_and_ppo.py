@@ -60,9 +60,10 @@ def constant_policy(mu: float, sigma: float, v: float) -> tuple[ActorCritic, dic
     return module, params
 
 
-def two_step_batch() -> Rollout:
+def two_step_batch() -> tuple[Rollout, torch.Tensor, torch.Tensor]:
+    """Two steps of one task: the rollout, advantages 1 and 3, returns 1 and 2."""
     shape = (1, 1, 2)  # [T, n, E]
-    return Rollout(
+    batch = Rollout(
         obs=torch.randn(*shape, 2),
         raw_obs=torch.zeros(*shape, 2),
         actions=torch.tensor([0.0, 1.0]).reshape(*shape, 1),
@@ -73,12 +74,12 @@ def two_step_batch() -> Rollout:
         episode_ends=torch.zeros(shape, dtype=torch.bool),
         stats={},
     )
+    return batch, torch.tensor([1.0, 3.0]).reshape(shape), torch.tensor([1.0, 2.0]).reshape(shape)
 
 
 def test_ppo_loss_matches_a_hand_computed_value():
     module, params = constant_policy(mu=0.5, sigma=0.5, v=0.3)
-    batch = two_step_batch()
-    advantages, returns = torch.tensor([1.0, 3.0]).reshape(1, 1, 2), torch.tensor([1.0, 2.0]).reshape(1, 1, 2)
+    batch, advantages, returns = two_step_batch()
     loss, terms = ppo_loss(module, params, batch, advantages, returns, LossWeights(0.2, 0.5, 0.01, 10.0))
     # log π(a) = −0.5·((a − 0.5)/0.5)² − ln 0.5 − 0.5 ln 2π = −0.725791 for both actions
     # ratios e^(−0.725791 + 1.0) = 1.315511 and e^(−0.725791 + 1.2) = 1.606736
@@ -95,8 +96,7 @@ def test_ppo_loss_matches_a_hand_computed_value():
 
 
 def test_the_bound_loss_pulls_a_mean_far_past_the_action_bounds_back():
-    batch = two_step_batch()
-    advantages, returns = torch.tensor([1.0, 3.0]).reshape(1, 1, 2), torch.tensor([1.0, 2.0]).reshape(1, 1, 2)
+    batch, advantages, returns = two_step_batch()
     for mu, expected in ((2.5, 0.25), (-3.0, 1.0), (1.9, 0.0)):  # σ = 0.5: penalized past ±2
         module, params = constant_policy(mu=mu, sigma=0.5, v=0.3)
         params = {k: v.requires_grad_(True) for k, v in params.items()}
