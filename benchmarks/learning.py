@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from envs.files import atomic_path
 from envs.registry import FAMILIES
-from meta.config import ALGOS, TrainConfig, family_of, from_dict, load_yaml, saved_config, to_dict
+from meta.config import ALGOS, TrainConfig, differences, family_of, from_dict, load_yaml, saved_config, to_dict
 from meta.evaluation import (
     BASELINES,
     METRICS,
@@ -383,13 +383,12 @@ def check_run(cell: Cell, run: Path) -> None:
             f"{run} was trained on another version of the {cell.family} family (its {changed[0]} differs): "
             "delete the folder to train the cell again"
         )
-    saved = to_dict(saved_config(load_yaml(run / "config.yaml"), where=str(run / "config.yaml")))
-    saved.pop("out")
-    wanted = {k: v for k, v in to_dict(cell.train).items() if k != "out"}
-    diff = sorted(k for k in wanted.keys() | saved.keys() if saved.get(k) != wanted.get(k))
+    saved = saved_config(load_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
+    diff = differences(saved, cell.train)
     if diff:
+        field, was, now = diff[0]
         raise ValueError(
-            f"{run} was trained with {diff[0]}={saved.get(diff[0])!r} but the plan now says {wanted.get(diff[0])!r}: "
+            f"{run} was trained with {field}={was!r} but the plan now says {now!r}: "
             "restore the plan, or delete the folder to train the cell again"
         )
 

@@ -274,6 +274,13 @@ def saved_config(d: dict[str, Any], where: str) -> TrainConfig:
     return from_dict({**SAVED_BEFORE, **d}, where)
 
 
+def differences(a: TrainConfig, b: TrainConfig) -> list[tuple[str, Any, Any]]:
+    """``(field, value in a, value in b)`` for each field in which two configs differ, by field name. ``out`` is
+    left out: it says where a run lives, not what it is, so a run folder moved or copied elsewhere is the same run."""
+    da, db = to_dict(a), to_dict(b)
+    return [(k, da[k], db[k]) for k in sorted(da) if k != "out" and da[k] != db[k]]
+
+
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, also reading ``1e-3`` as a float.
 

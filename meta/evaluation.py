@@ -27,7 +27,7 @@ from envs.family import Family, TaskBatch
 from envs.files import atomic_path
 from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
-from meta.config import TrainConfig, family_of, loss_weights, to_dict
+from meta.config import TrainConfig, differences, family_of, loss_weights, to_dict
 from meta.outer_loop import OuterLoop, advantages
 from meta.statistics import summarize
 
@@ -163,10 +163,18 @@ def oracle_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
 
 def _trained_baseline(folder: Path, cfg: TrainConfig) -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
     """The run ``cfg`` describes, trained into ``folder`` once: a complete one is loaded, an interrupted one
-    finished first."""
-    from meta.trainer import load_run, train
+    finished first. A cached run trained with another config (one-line ``ValueError``) is not taken for it."""
+    from meta.trainer import load_run, read_checkpoint, train
 
     if (folder / "checkpoints" / "latest.pt").is_file():
+        cached = read_checkpoint(folder, "latest")[0]
+        diff = differences(cached, cfg)
+        if diff:
+            field, was, now = diff[0]
+            raise ValueError(
+                f"{folder} holds a baseline trained with {field}={was!r}, but this run needs {now!r}: "
+                "delete the folder to train it again"
+            )
         train(None, resume=str(folder))  # nothing to do for a complete run
     else:
         train(dataclasses.replace(cfg, out=str(folder)))

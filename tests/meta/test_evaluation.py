@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,31 @@ def test_the_oracle_baseline_sees_the_task_and_adapts_on_the_same_tasks(run):
         2,
         cfg.meta_batch,
     )
+
+
+def test_a_cached_baseline_trained_with_another_config_is_refused_and_left_as_it_is(run):
+    cfg = load_run(run)[0]
+    multitask_method(run, cfg, 2)
+    cached = run / "eval" / "multitask-2"
+    before = {p: p.read_bytes() for p in cached.rglob("*") if p.is_file()}
+    with pytest.raises(
+        ValueError, match=r"multitask-2 holds a baseline trained with hidden=\[16, 16\], but this run needs \[8, 8\]"
+    ):
+        multitask_method(run, dataclasses.replace(cfg, hidden=(8, 8)), 2)
+    assert {p: p.read_bytes() for p in cached.rglob("*") if p.is_file()} == before
+
+
+def test_a_cached_baseline_copied_beside_another_run_of_the_same_config_serves_it(run, tmp_path):
+    # how a new algorithm's cells reuse another algorithm's multitask runs: the config differs only in `out`
+    cfg = load_run(run)[0]
+    multitask_method(run, cfg, 2)
+    other = tmp_path / "other"
+    shutil.copytree(run / "eval" / "multitask-2", other / "eval" / "multitask-2")
+    metrics = (other / "eval" / "multitask-2" / "metrics.csv").read_bytes()
+    copied = multitask_method(other, cfg, 2)
+    original = multitask_method(run, cfg, 2)
+    assert all(torch.equal(copied.theta[k], original.theta[k]) for k in original.theta)
+    assert (other / "eval" / "multitask-2" / "metrics.csv").read_bytes() == metrics  # loaded, not trained again
 
 
 def evaluate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
