@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from envs.files import atomic_path
 from envs.registry import FAMILIES
-from meta.config import ALGOS, TrainConfig, differences, family_of, from_dict, load_yaml, saved_config, to_dict
+from meta.config import ALGOS, TrainConfig, differences, family_of, from_dict, load_yaml, to_dict
 from meta.evaluation import (
     BASELINES,
     METRICS,
@@ -78,7 +78,7 @@ from meta.evaluation import (
     plot,
     write_outputs,
 )
-from meta.trainer import FAMILY_RECORD, family_changes, load_run, read_checkpoint, train
+from meta.trainer import FAMILY_RECORD, family_changes, load_run, read_checkpoint, run_config, train
 
 META_ALGOS = tuple(a for a in ALGOS if a != "multitask")  # multitask is a baseline, not a cell
 SPLITS = ("test", "ood")
@@ -383,8 +383,7 @@ def check_run(cell: Cell, run: Path) -> None:
             f"{run} was trained on another version of the {cell.family} family (its {changed[0]} differs): "
             "delete the folder to train the cell again"
         )
-    saved = saved_config(load_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
-    diff = differences(saved, cell.train)
+    diff = differences(run_config(run), cell.train)
     if diff:
         field, was, now = diff[0]
         raise ValueError(

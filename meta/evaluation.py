@@ -164,11 +164,10 @@ def oracle_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
 def _trained_baseline(folder: Path, cfg: TrainConfig) -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
     """The run ``cfg`` describes, trained into ``folder`` once: a complete one is loaded, an interrupted one
     finished first. A cached run trained with another config (one-line ``ValueError``) is not taken for it."""
-    from meta.trainer import load_run, read_checkpoint, train
+    from meta.trainer import load_run, run_config, train
 
     if (folder / "checkpoints" / "latest.pt").is_file():
-        cached = read_checkpoint(folder, "latest")[0]
-        diff = differences(cached, cfg)
+        diff = differences(run_config(folder), cfg)  # resuming checks the checkpoint against this config
         if diff:
             field, was, now = diff[0]
             raise ValueError(

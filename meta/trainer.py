@@ -115,11 +115,16 @@ def load_run(run: str | Path, which: str = "latest") -> tuple[TrainConfig, Outer
     return (cfg, *build(cfg, state))
 
 
-def read_checkpoint(run: Path, which: str) -> tuple[TrainConfig, dict]:
-    """A run's config and its checkpoint ``which``, checked to belong together (one-line ``ValueError`` if not)."""
+def run_config(run: Path) -> TrainConfig:
+    """The config a run folder's ``config.yaml`` holds (one-line ``ValueError`` if it has none)."""
     if not (run / "config.yaml").is_file():
         raise ValueError(f"{run}: not a run folder (no config.yaml)")
-    cfg = saved_config(load_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
+    return saved_config(load_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
+
+
+def read_checkpoint(run: Path, which: str) -> tuple[TrainConfig, dict]:
+    """A run's config and its checkpoint ``which``, checked to belong together (one-line ``ValueError`` if not)."""
+    cfg = run_config(run)
     state = checkpoint.load(run / "checkpoints" / f"{which}.pt")
     saved = state.get("config")
     # Through saved_config, so that a checkpoint written before a config field existed compares with what it meant.
