@@ -52,6 +52,7 @@ def test_results_json_has_one_well_formed_record_per_family_algo_split_method_an
     for r in records:
         assert list(r) == list(learning.RECORD_KEYS)
         numbers = [r[k] for k in ("success_iqm", "success_ci_low", "success_ci_high", "return_iqm", "wall_clock_s")]
+        assert 0 <= r["success_mean"] <= 1, r
         assert all(isinstance(x, float | int) and math.isfinite(x) for x in numbers), r
         assert r["success_ci_low"] <= r["success_iqm"] <= r["success_ci_high"], r
         assert r["success_ci_low"] >= 0 and r["success_ci_high"] <= 1 and r["wall_clock_s"] > 0
@@ -157,7 +158,7 @@ def test_the_headline_shows_each_records_numbers_under_its_column_and_the_oracle
         for i, method in enumerate(methods):
             for k in range(steps + 1):
                 v = (20 * i + 5 * k + s) / 100  # a different success for every split, method and k
-                values = ("point", cell.algo, split, method, k, v, v - 0.01, v + 0.01, -1.0, 0, 1.0, [0])
+                values = ("point", cell.algo, split, method, k, v, v - 0.01, v + 0.01, v + 0.005, -1.0, 0, 1.0, [0])
                 records[split, method, k] = dict(zip(learning.RECORD_KEYS, values, strict=True))
     md = learning.markdown(plan, tmp_path, list(records.values()), {}, "python -m benchmarks.learning")
     table = md.split("## Headline")[1].split("\n\n")[2].splitlines()
@@ -165,8 +166,8 @@ def test_the_headline_shows_each_records_numbers_under_its_column_and_the_oracle
     for line in table[2:]:
         row = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
         split = row["split"]
-        assert row["pre (k = 0)"] == learning._success(records[split, cell.algo, 0])
-        assert row["post (k = K)"] == learning._success(records[split, cell.algo, steps])
+        assert row["pre (k = 0)"] == learning._success(records[split, cell.algo, 0], with_mean=True)
+        assert row["post (k = K)"] == learning._success(records[split, cell.algo, steps], with_mean=True)
         for baseline in cell.eval.baselines:
             if baseline == "oracle":  # sees the task: its bound is before adaptation
                 assert row["oracle (k = 0)"] == learning._success(records[split, baseline, 0])
