@@ -237,6 +237,8 @@ def _mean(parts: list[dict[str, torch.Tensor]], key: str) -> float:
 def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
     """Meta-train (or continue the run in ``resume``); returns the run folder."""
     cfg, run, state = open_run(cfg, resume)
+    if state is not None and state["iteration"] >= cfg.iterations:
+        return run  # finished: evaluating a run resumes its cached baselines, and that must leave them as they are
     torch.set_num_threads(1)  # torch shares the cores with MuJoCo's thread pool (shared/FACTS.md)
     family = family_of(cfg)
     task_rng = np.random.default_rng(cfg.seed)

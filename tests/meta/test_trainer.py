@@ -157,6 +157,15 @@ def test_resume_refuses_a_run_whose_family_changed_since_it_began(finished_run, 
     assert digest(run) == before
 
 
+def test_resuming_a_finished_run_changes_no_file(finished_run, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished_run), str(run)], check=True)
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("bound_coef: 0.0\n", ""))
+    before = digest(run)  # a config saved before a field existed is not rewritten either
+    assert train(None, resume=str(run)) == run
+    assert digest(run) == before
+
+
 def test_a_new_run_never_overwrites_an_existing_folder(finished_run, tmp_path):
     before = digest(finished_run)
     out = run_train(*TINY, "--iterations", "1", "--out", str(finished_run), cwd=tmp_path)
