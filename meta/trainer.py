@@ -110,8 +110,15 @@ def build(cfg: TrainConfig, state: dict | None = None) -> tuple[OuterLoop, ObsNo
 
 
 def load_run(run: str | Path, which: str = "latest") -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
-    """A trained run's config, outer loop and normalizer from ``checkpoints/<which>.pt`` (``latest`` or ``best``)."""
+    """A trained run's config, outer loop and normalizer from ``checkpoints/<which>.pt`` (``latest`` or ``best``);
+    a run trained on another version of its family (one-line ``ValueError``) is not taken for one of this."""
     cfg, state = read_checkpoint(Path(run), which)
+    changed = family_changes(Path(run), cfg)
+    if changed:
+        raise ValueError(
+            f"{run} was trained on another version of the {cfg.family} family (its {changed[0]} differs): use the "
+            "code it was trained with, or train it again"
+        )
     return (cfg, *build(cfg, state))
 
 

@@ -191,6 +191,18 @@ def test_bad_input_exits_2_and_writes_nothing(run, tmp_path, args, message):
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+def test_a_run_trained_on_another_version_of_its_family_exits_2_and_writes_nothing(run, tmp_path):
+    old = tmp_path / "old"
+    subprocess.run(["cp", "-r", str(run), str(old)], check=True)
+    recorded = json.loads((old / "family.json").read_text())
+    (old / "family.json").write_text(json.dumps({**recorded, "reward": "an older reward"}))
+    before = sorted(p.name for p in old.rglob("*"))
+    out = evaluate(str(old), cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "trained on another version of the point family (its reward differs)" in out.stderr
+    assert sorted(p.name for p in old.rglob("*")) == before
+
+
 def test_a_folder_without_a_checkpoint_exits_2(tmp_path):
     (tmp_path / "notarun").mkdir()
     out = evaluate(str(tmp_path / "notarun"), cwd=tmp_path)
