@@ -163,10 +163,12 @@ def sb3_ppo(f: Family, steps: int) -> float:
     """Env steps/s of SB3 PPO (MlpPolicy defaults, 8 envs) training on one task, updates included."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
 
     task = f.sample(0, 1).tasks[0]
     venv = make_vec_env(lambda: TaskEnv(f, task), n_envs=8, seed=0)
     model = PPO("MlpPolicy", venv, n_steps=max(steps // 16, 64), batch_size=64, seed=0, device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no SB3-<time> folder in the temporary directory
     start = time.perf_counter()
     model.learn(steps)
     return model.num_timesteps / (time.perf_counter() - start)
