@@ -28,16 +28,26 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class ActorCritic(nn.Module):
-    """``forward(obs [..., obs_dim]) -> (mean [..., A], log_std [A], value [...])``."""
+    """``forward(obs [..., obs_dim]) -> (mean [..., A], log_std [A], value [...])``.
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...] = (64, 64)) -> None:
+    With ``context_dim`` > 0 the policy MLP also reads a context vector, parameter ``context [context_dim]``
+    (zero at initialization), beside the observation: CAVIA's task context (Zintgraf et al. 2019), the only
+    parameter its inner loop adapts.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...] = (64, 64), context_dim: int = 0) -> None:
         super().__init__()
-        self.pi = _mlp([obs_dim, *hidden, action_dim])
+        self.pi = _mlp([obs_dim + context_dim, *hidden, action_dim])
         self.vf = _mlp([obs_dim, *hidden, 1])
         self.log_std = nn.Parameter(torch.zeros(action_dim))
+        if context_dim:
+            self.context = nn.Parameter(torch.zeros(context_dim))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.pi(obs), self.log_std, self.vf(obs).squeeze(-1)
+        x = obs
+        if hasattr(self, "context"):
+            x = torch.cat([obs, self.context.expand(*obs.shape[:-1], -1)], -1)
+        return self.pi(x), self.log_std, self.vf(obs).squeeze(-1)
 
 
 def init_params(module: ActorCritic, seed: int, log_std: float = 0.0) -> Params:
@@ -55,6 +65,19 @@ def init_params(module: ActorCritic, seed: int, log_std: float = 0.0) -> Params:
         params[name] = t
     params["log_std"] = torch.full_like(params["log_std"], log_std)
     return params
+
+
+def fold_context(params: Params) -> Params:
+    """The same policy without a context input: ``W [x; c] + b = W_x x + (b + W_c c)`` for the policy MLP's first
+    layer. Unbatched parameters; those without a ``context`` are returned as they are."""
+    if "context" not in params:
+        return params
+    rest = {k: v for k, v in params.items() if k != "context"}
+    context, weight = params["context"], params["pi.0.weight"]
+    obs_dim = weight.shape[1] - context.shape[0]
+    rest["pi.0.weight"] = weight[:, :obs_dim]
+    rest["pi.0.bias"] = params["pi.0.bias"] + weight[:, obs_dim:] @ context
+    return rest
 
 
 def _orthogonal(shape: torch.Size, gain: float, g: torch.Generator) -> torch.Tensor:

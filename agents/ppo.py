@@ -91,13 +91,15 @@ def adapt(
     every task's own gradient. With ``create_graph`` the steps stay differentiable (second-order MAML).
 
     :param params: task-stacked starting parameters ``[n, *shape]`` (usually :func:`agents.policy.stack` of θ).
-    :param lr: a step size, or one per parameter entry (Meta-SGD), shaped like θ's entries.
+    :param lr: a step size for every parameter, or a dict of the parameters to adapt with the step size of each
+        (a number, or one per entry shaped like the parameter: Meta-SGD); parameters it leaves out stay fixed.
     :return: the adapted parameters ``[n, *shape]`` and the loss terms of each step (each ``[n]``).
     """
+    rates = lr if isinstance(lr, dict) else dict.fromkeys(params, lr)
     phi, history = params, []
     for _ in range(steps):
         loss, terms = ppo_loss(module, phi, batch, advantages, returns, w)
-        grads = torch.autograd.grad(loss.sum(), list(phi.values()), create_graph=create_graph)
-        phi = {k: p - (lr[k] if isinstance(lr, dict) else lr) * g for (k, p), g in zip(phi.items(), grads, strict=True)}
+        grads = torch.autograd.grad(loss.sum(), [phi[k] for k in rates], create_graph=create_graph)
+        phi = {**phi, **{k: phi[k] - rate * g for (k, rate), g in zip(rates.items(), grads, strict=True)}}
         history.append({"loss": loss.detach(), **terms})
     return phi, history

@@ -50,6 +50,12 @@ class TrainConfig:
     """PPO gradient steps of adaptation per task"""
     inner_lr: float = 0.1
     """inner-loop step size (Meta-SGD's initial per-parameter step size)"""
+    context_dim: int = 0
+    """size of a task context the policy reads beside the observation and the inner loop adapts alone, the rest of θ
+    only meta-learned (CAVIA, Zintgraf et al. 2019; maml, fomaml, metasgd); 0: no context, every parameter adapts"""
+    context_lr: float = 1.0
+    """inner-loop step size of the context (context_dim > 0); the baselines still adapt every parameter with
+    inner_lr"""
     outer_lr: float = 0.003
     """Adam step size of the outer loop (maml, fomaml, metasgd)"""
     reptile_epsilon: float = 0.5
@@ -130,6 +136,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name}={value!r} is not allowed: expected a positive integer")
+        if not _is_int(self.context_dim) or self.context_dim < 0:
+            raise ValueError(f"context_dim={self.context_dim!r} is not allowed: expected an integer ≥ 0")
+        if self.context_dim and self.algo in ("reptile", "multitask"):
+            # Reptile moves θ toward the adapted parameters and multitask adapts nothing while it trains: with
+            # only the context adapting, neither would ever teach the policy to read it.
+            raise ValueError(
+                f"context_dim={self.context_dim} is not allowed with algo={self.algo!r}: use maml, fomaml or metasgd"
+            )
         if not _is_int(self.seed) or self.seed < 0:
             # numpy's Generator refuses negative seeds; refuse them here, before a run folder exists.
             raise ValueError(f"seed={self.seed!r} is not allowed: expected an integer ≥ 0")
@@ -141,6 +155,7 @@ class TrainConfig:
 
         for name, ok, expected in (
             ("inner_lr", lambda x: 0 < x < math.inf, "a finite number > 0"),
+            ("context_lr", lambda x: 0 < x < math.inf, "a finite number > 0"),
             ("outer_lr", lambda x: 0 < x < math.inf, "a finite number > 0"),
             ("reptile_epsilon", lambda x: 0 < x < math.inf, "a finite number > 0"),
             ("gamma", lambda x: 0 < x <= 1, "a number in (0, 1]"),

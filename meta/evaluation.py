@@ -144,7 +144,7 @@ def multitask_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
     """The multitask baseline of a run: PPO on the train split for the run's env-step budget (the same iterations
     and rollout sizes), trained once and cached in ``RUN_DIR/eval/multitask-<iterations>``; adapted with the
     run's inner loop (scalar step size)."""
-    multitask_cfg = dataclasses.replace(cfg, algo="multitask", iterations=iterations)
+    multitask_cfg = dataclasses.replace(cfg, algo="multitask", context_dim=0, iterations=iterations)
     mt_cfg, learner, normalizer = _trained_baseline(Path(run) / "eval" / f"multitask-{iterations}", multitask_cfg)
     return Method(
         "multitask", learner.module, {k: v.detach() for k, v in learner.theta.items()}, normalizer, cfg.inner_lr, mt_cfg
@@ -155,7 +155,7 @@ def oracle_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
     """The oracle baseline of a run, an upper bound: the multitask baseline with the task's parameters in its
     observation (``task_in_obs``), for the same budget, trained once and cached in ``RUN_DIR/eval/oracle-<iterations>``;
     it acts in the oracle family (:class:`envs.oracle.OracleFamily`) and is adapted with the run's inner loop."""
-    oracle_cfg = dataclasses.replace(cfg, algo="multitask", task_in_obs=True, iterations=iterations)
+    oracle_cfg = dataclasses.replace(cfg, algo="multitask", context_dim=0, task_in_obs=True, iterations=iterations)
     o_cfg, learner, normalizer = _trained_baseline(Path(run) / "eval" / f"oracle-{iterations}", oracle_cfg)
     theta = {k: v.detach() for k, v in learner.theta.items()}
     return Method("oracle", learner.module, theta, normalizer, cfg.inner_lr, o_cfg, family_of(o_cfg))
@@ -216,7 +216,7 @@ def header(run: Path, checkpoint: str, ec: EvalConfig, cfg: TrainConfig) -> dict
 def meta_method(cfg: TrainConfig, learner: OuterLoop, normalizer: ObsNormalizer) -> Method:
     """The meta-learned initialization of a run, adapted with its own inner loop (Meta-SGD: its step sizes)."""
     lr = learner.inner_lr()
-    lr = {k: v.detach() for k, v in lr.items()} if isinstance(lr, dict) else lr
+    lr = {k: torch.as_tensor(v).detach() for k, v in lr.items()} if isinstance(lr, dict) else lr
     theta = {k: v.detach() for k, v in learner.theta.items()}
     return Method(cfg.algo, learner.module, theta, normalizer, lr, cfg)
 

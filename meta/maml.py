@@ -15,7 +15,7 @@ from agents.policy import ActorCritic, Params, stack
 from agents.ppo import ppo_loss
 from agents.rollout import Rollout
 from meta.config import loss_weights
-from meta.outer_loop import Contribution, OuterLoop
+from meta.outer_loop import Contribution, OuterLoop, step_sizes
 
 
 class MAML(OuterLoop):
@@ -57,7 +57,9 @@ class FOMAML(MAML):
 
 class MetaSGD(MAML):
     def __init__(self, module: ActorCritic, theta: Params, cfg) -> None:
-        self.alpha = {k: torch.full_like(v, cfg.inner_lr, requires_grad=True) for k, v in theta.items()}
+        lr = step_sizes(cfg)
+        rates = lr if isinstance(lr, dict) else dict.fromkeys(theta, lr)
+        self.alpha = {k: torch.full_like(theta[k], rate, requires_grad=True) for k, rate in rates.items()}
         super().__init__(module, theta, cfg)
 
     def meta_parameters(self) -> list[torch.Tensor]:

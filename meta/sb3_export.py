@@ -26,7 +26,7 @@ from stable_baselines3 import PPO
 from torch.func import functional_call
 
 from agents.normalizer import ObsNormalizer
-from agents.policy import ActorCritic, Params
+from agents.policy import ActorCritic, Params, fold_context
 from envs.family import Family, Task
 from envs.files import atomic_write
 from envs.task_env import TaskEnv
@@ -99,7 +99,8 @@ def export_sb3(
     folded weights, not the statistics). A disabled normalizer is copied as the identity. The arithmetic is done
     in float64 and cast to the model's float32.
 
-    :param params: an ``ActorCritic(obs_dim, action_dim, hidden)`` parameter dict (unbatched, any float dtype).
+    :param params: an ``ActorCritic(obs_dim, action_dim, hidden)`` parameter dict (unbatched, any float dtype); a
+        context (CAVIA) is folded into the policy's first layer (:func:`agents.policy.fold_context`).
     :param hidden: hidden layer widths of both networks.
     :param normalizer: the observation normalizer trained with ``params`` (``[obs_dim]`` statistics).
     :param family: family name or instance.
@@ -109,6 +110,7 @@ def export_sb3(
     :return: the exported model (its env is ``TaskEnv(family, task)``).
     """
     path = _check_path(path)
+    params = fold_context(params)
     hidden = tuple(int(h) for h in hidden)
     env = TaskEnv(family, task)
     obs_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
@@ -150,6 +152,7 @@ def mean_action(params: Params, normalizer: ObsNormalizer, obs: np.ndarray) -> n
     :param obs: ``[obs_dim]`` (or ``[..., obs_dim]``).
     :return: ``[action_dim]`` (or ``[..., action_dim]``), float32.
     """
+    params = fold_context(params)
     hidden = _hidden_of(params)
     obs_dim, action_dim = params["pi.0.weight"].shape[1], params["log_std"].shape[0]
     obs_t = torch.as_tensor(np.asarray(obs), dtype=params["pi.0.weight"].dtype)

@@ -100,7 +100,7 @@ class MetricsLog:
 def build(cfg: TrainConfig, state: dict | None = None) -> tuple[OuterLoop, ObsNormalizer]:
     """The outer loop (with θ) and the observation normalizer of a run: fresh, or restored from a checkpoint."""
     family = family_of(cfg)
-    module = ActorCritic(family.obs_dim, family.action_dim, cfg.hidden)
+    module = ActorCritic(family.obs_dim, family.action_dim, cfg.hidden, cfg.context_dim)
     learner = make_outer_loop(cfg, module, init_params(module, cfg.seed, cfg.log_std_init))
     normalizer = ObsNormalizer(family.obs_dim, cfg.normalize_obs)
     if state is not None:

@@ -60,6 +60,12 @@ def test_defaults_are_valid_and_match_the_documented_values() -> None:
         ({"hidden": (64, 0)}, "hidden=(64, 0) is not allowed: expected one or more positive integers"),
         ({"hidden": ()}, "hidden=() is not allowed: expected one or more positive integers"),
         ({"inner_lr": 0.0}, "inner_lr=0.0 is not allowed: expected a finite number > 0"),
+        ({"context_dim": -1}, "context_dim=-1 is not allowed: expected an integer ≥ 0"),
+        (
+            {"context_dim": 4, "algo": "reptile"},
+            "context_dim=4 is not allowed with algo='reptile': use maml, fomaml or metasgd",
+        ),
+        ({"context_lr": float("inf")}, "context_lr=inf is not allowed: expected a finite number > 0"),
         ({"outer_lr": -1e-3}, "outer_lr=-0.001 is not allowed: expected a finite number > 0"),
         ({"reptile_epsilon": float("nan")}, "reptile_epsilon=nan is not allowed: expected a finite number > 0"),
         ({"gamma": 0.0}, "gamma=0.0 is not allowed: expected a number in (0, 1]"),

@@ -66,6 +66,23 @@ def test_k0_is_the_unadapted_policy_and_later_steps_do_not_change_it(run):
     assert with_steps["return"].shape == (3, 3)
 
 
+def test_a_context_run_adapts_its_context_alone_and_its_baselines_every_parameter(tmp_path):
+    cfg = dataclasses.replace(
+        TrainConfig(), family="point", meta_batch=3, envs_per_task=4, hidden=(16, 16), iterations=1, context_dim=2
+    )
+    run = train(dataclasses.replace(cfg, out=str(tmp_path / "run")))
+    family = make_family("point")
+    tasks = family.sample(0, EC.n_tasks, "test")
+    m = method(run)
+    adapted = adaptation_curve(m, family, tasks, EC, seed=0)["adapted"]
+    theta = stack(m.theta, EC.n_tasks)
+    assert [k for k in theta if not torch.equal(adapted[k], theta[k])] == ["context"]
+    for baseline in (scratch_method(cfg, family, 0), multitask_method(run, cfg, 1)):
+        assert "context" not in baseline.theta and baseline.inner_lr == cfg.inner_lr
+        adapted = adaptation_curve(baseline, family, tasks, EC, seed=0)["adapted"]
+        assert all(not torch.equal(adapted[k], stack(baseline.theta, EC.n_tasks)[k]) for k in adapted)
+
+
 def test_adaptation_never_sees_evaluation_episodes(run, monkeypatch):
     seen = []
     real = evaluation.adapt

@@ -42,7 +42,7 @@ def rollout(module: ActorCritic, params: dict, seed: int) -> Rollout:
 
 def setup(algo: str, **kw):
     cfg = dataclasses.replace(TrainConfig(), algo=algo, inner_steps=2, inner_lr=0.3, hidden=(8,), **kw)
-    module = ActorCritic(OBS, ACT, cfg.hidden).double()
+    module = ActorCritic(OBS, ACT, cfg.hidden, cfg.context_dim).double()
     theta = {k: v.double() for k, v in init_params(module, 0).items()}
     loop = make_outer_loop(cfg, module, theta)
     support = rollout(module, stack(loop.theta, N), seed=1)
@@ -56,16 +56,17 @@ def post_adaptation_loss(loop, support, query) -> torch.Tensor:
     return ppo_loss(loop.module, phi, query, adv, ret, loss_weights(c))[0].mean()
 
 
-def meta_gradient(algo: str) -> tuple[torch.Tensor, object, Rollout, Rollout]:
-    _, module, loop, support = setup(algo)
+def meta_gradient(algo: str, **kw) -> tuple[torch.Tensor, object, Rollout, Rollout]:
+    _, module, loop, support = setup(algo, **kw)
     query = rollout(module, stack(loop.theta, N), seed=2)
     loss = post_adaptation_loss(loop, support, query)
     grads = torch.autograd.grad(loss, list(loop.theta.values()))
     return torch.cat([g.flatten() for g in grads]), loop, support, query
 
 
-def test_maml_meta_gradient_matches_finite_differences():
-    grad, loop, support, query = meta_gradient("maml")
+@pytest.mark.parametrize("context_dim", [0, 3])  # with a context, θ's weights reach the loss through its step too
+def test_maml_meta_gradient_matches_finite_differences(context_dim: int):
+    grad, loop, support, query = meta_gradient("maml", context_dim=context_dim, context_lr=2.0)
     flat = torch.cat([v.detach().flatten() for v in loop.theta.values()])
     direction = torch.randn(flat.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     direction /= direction.norm()
@@ -99,6 +100,17 @@ def test_metasgd_step_sizes_receive_gradients_and_change():
     loop.update(phi, support, query)
     assert all(loop.alpha[k].grad is not None and loop.alpha[k].grad.abs().sum() > 0 for k in loop.alpha)
     assert any(not torch.equal(before[k], loop.alpha[k]) for k in loop.alpha)
+
+
+@pytest.mark.parametrize("algo", ["maml", "metasgd"])
+def test_with_a_context_the_inner_loop_adapts_the_context_alone(algo: str):
+    *_, loop, support = setup(algo, context_dim=3)
+    phi, _ = loop.adapt(support)
+    theta = stack(loop.theta, N)
+    assert all(torch.equal(phi[k], theta[k]) for k in theta if k != "context")
+    assert (phi["context"] - theta["context"]).abs().min() > 0  # every task's context moved
+    if algo == "metasgd":
+        assert list(loop.alpha) == ["context"]  # and only its step sizes are learnt
 
 
 def test_reptile_moves_theta_toward_the_adapted_parameters():

@@ -35,10 +35,13 @@ def _env_obs(family: str, task: dict, n: int) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def _policy(obs_dim: int, action_dim: int, hidden: tuple[int, ...], obs: np.ndarray) -> tuple[Params, ObsNormalizer]:
-    """Noisy parameters (non-zero biases, non-zero log-std) and a normalizer with non-trivial statistics."""
+def _policy(
+    obs_dim: int, action_dim: int, hidden: tuple[int, ...], obs: np.ndarray, context_dim: int = 0
+) -> tuple[Params, ObsNormalizer]:
+    """Noisy parameters (non-zero biases, non-zero log-std and context) and a normalizer with non-trivial
+    statistics."""
     g = torch.Generator().manual_seed(1)
-    params = init_params(ActorCritic(obs_dim, action_dim, hidden), seed=0)
+    params = init_params(ActorCritic(obs_dim, action_dim, hidden, context_dim), seed=0)
     params = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in params.items()}
     norm = ObsNormalizer(obs_dim)
     # Real observations, shifted and spread per dimension: a mean and variance far from (0, 1), while the test
@@ -52,12 +55,15 @@ def _policy(obs_dim: int, action_dim: int, hidden: tuple[int, ...], obs: np.ndar
     return params, norm
 
 
-@pytest.mark.parametrize(("family", "hidden"), [("point", (32, 32)), ("door", (64, 64)), ("point", (16, 8, 16))])
-def test_loaded_zip_matches_robometa_policy(tmp_path, family: str, hidden: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(
+    ("family", "hidden", "context_dim"),
+    [("point", (32, 32), 0), ("door", (64, 64), 0), ("point", (16, 8, 16), 0), ("door", (32, 32), 4)],
+)
+def test_loaded_zip_matches_robometa_policy(tmp_path, family: str, hidden: tuple[int, ...], context_dim: int) -> None:
     task = _task(family)
     obs = _env_obs(family, task, 20)
     f = envs.make_family(family)
-    params, norm = _policy(f.obs_dim, f.action_dim, hidden, obs)
+    params, norm = _policy(f.obs_dim, f.action_dim, hidden, obs, context_dim)
     path = tmp_path / "policy.zip"
     export_sb3(params, hidden, norm, family, task, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.zip"]  # no temporary file left behind
@@ -67,9 +73,11 @@ def test_loaded_zip_matches_robometa_policy(tmp_path, family: str, hidden: tuple
     with torch.no_grad():
         sb3_mean = model.policy.get_distribution(obs_t).distribution.mean.numpy()
         sb3_value = model.policy.predict_values(obs_t).squeeze(-1).numpy()
-        _, _, value = functional_call(ActorCritic(f.obs_dim, f.action_dim, hidden), params, (norm(obs_t),))
-    ours = mean_action(params, norm, obs)
+        module = ActorCritic(f.obs_dim, f.action_dim, hidden, context_dim)
+        mean, _, value = functional_call(module, params, (norm(obs_t),))
+    ours = mean_action(params, norm, obs)  # a context is folded into the first layer, as in the export
     assert ours.shape == sb3_mean.shape == (20, f.action_dim)
+    assert np.abs(mean.numpy() - ours).max() < TOL
     assert np.abs(sb3_mean - ours).max() < TOL
     for o, m in zip(obs, ours, strict=True):  # the one-observation form the lead uses
         np.testing.assert_allclose(mean_action(params, norm, o), m, atol=1e-6, rtol=0)
