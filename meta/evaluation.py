@@ -15,6 +15,7 @@ import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,8 +145,7 @@ def multitask_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
     """The multitask baseline of a run: PPO on the train split for the run's env-step budget (the same iterations
     and rollout sizes), trained once and cached in ``RUN_DIR/eval/multitask-<iterations>``; adapted with the
     run's inner loop (scalar step size)."""
-    multitask_cfg = dataclasses.replace(cfg, algo="multitask", context_dim=0, iterations=iterations)
-    mt_cfg, learner, normalizer = _trained_baseline(Path(run) / "eval" / f"multitask-{iterations}", multitask_cfg)
+    mt_cfg, learner, normalizer = _trained_baseline(Path(run) / "eval" / f"multitask-{iterations}", cfg, iterations)
     return Method(
         "multitask", learner.module, {k: v.detach() for k, v in learner.theta.items()}, normalizer, cfg.inner_lr, mt_cfg
     )
@@ -155,16 +155,23 @@ def oracle_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
     """The oracle baseline of a run, an upper bound: the multitask baseline with the task's parameters in its
     observation (``task_in_obs``), for the same budget, trained once and cached in ``RUN_DIR/eval/oracle-<iterations>``;
     it acts in the oracle family (:class:`envs.oracle.OracleFamily`) and is adapted with the run's inner loop."""
-    oracle_cfg = dataclasses.replace(cfg, algo="multitask", context_dim=0, task_in_obs=True, iterations=iterations)
-    o_cfg, learner, normalizer = _trained_baseline(Path(run) / "eval" / f"oracle-{iterations}", oracle_cfg)
+    o_cfg, learner, normalizer = _trained_baseline(
+        Path(run) / "eval" / f"oracle-{iterations}", cfg, iterations, task_in_obs=True
+    )
     theta = {k: v.detach() for k, v in learner.theta.items()}
     return Method("oracle", learner.module, theta, normalizer, cfg.inner_lr, o_cfg, family_of(o_cfg))
 
 
-def _trained_baseline(folder: Path, cfg: TrainConfig) -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
-    """The run ``cfg`` describes, trained into ``folder`` once: a complete one is loaded, an interrupted one
-    finished first. A cached run trained with another config (one-line ``ValueError``) is not taken for it."""
+def _trained_baseline(
+    folder: Path, run_cfg: TrainConfig, iterations: int, **changes: Any
+) -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
+    """Multitask PPO with the run's settings (``run_cfg``, with ``changes``) for ``iterations``, trained into
+    ``folder`` once: a complete one is loaded, an interrupted one finished first. A cached run trained
+    with another config (one-line ``ValueError``) is not taken for it. A context (CAVIA) is dropped: multitask PPO
+    adapts every parameter."""
     from meta.trainer import load_run, run_config, train
+
+    cfg = dataclasses.replace(run_cfg, algo="multitask", context_dim=0, iterations=iterations, **changes)
 
     if (folder / "checkpoints" / "latest.pt").is_file():
         diff = differences(run_config(folder), cfg)  # resuming checks the checkpoint against this config
@@ -215,8 +222,7 @@ def header(run: Path, checkpoint: str, ec: EvalConfig, cfg: TrainConfig) -> dict
 
 def meta_method(cfg: TrainConfig, learner: OuterLoop, normalizer: ObsNormalizer) -> Method:
     """The meta-learned initialization of a run, adapted with its own inner loop (Meta-SGD: its step sizes)."""
-    lr = learner.inner_lr()
-    lr = {k: torch.as_tensor(v).detach() for k, v in lr.items()} if isinstance(lr, dict) else lr
+    lr = {k: v.detach() if torch.is_tensor(v) else v for k, v in learner.inner_lr().items()}  # Meta-SGD's are tensors
     theta = {k: v.detach() for k, v in learner.theta.items()}
     return Method(cfg.algo, learner.module, theta, normalizer, lr, cfg)
 

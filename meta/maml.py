@@ -57,8 +57,7 @@ class FOMAML(MAML):
 
 class MetaSGD(MAML):
     def __init__(self, module: ActorCritic, theta: Params, cfg) -> None:
-        lr = step_sizes(cfg)
-        rates = lr if isinstance(lr, dict) else dict.fromkeys(theta, lr)
+        rates = step_sizes(cfg, theta)
         self.alpha = {k: torch.full_like(theta[k], rate, requires_grad=True) for k, rate in rates.items()}
         super().__init__(module, theta, cfg)
 

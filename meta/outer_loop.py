@@ -53,10 +53,11 @@ def advantages(batch: Rollout, cfg) -> tuple[torch.Tensor, torch.Tensor]:
     return gae(batch.rewards, values, following, batch.episode_ends, cfg.gamma, cfg.gae_lambda)
 
 
-def step_sizes(cfg) -> float | dict[str, float]:
-    """The inner loop's step size (:func:`agents.ppo.adapt`'s ``lr``): ``cfg.inner_lr`` for every parameter, or with
-    a context (``cfg.context_dim`` > 0, CAVIA) ``cfg.context_lr`` for the context alone."""
-    return {"context": cfg.context_lr} if cfg.context_dim else cfg.inner_lr
+def step_sizes(cfg, names) -> dict[str, float]:
+    """The inner loop's step size of each parameter it adapts (:func:`agents.ppo.adapt`'s ``lr``): ``cfg.inner_lr``
+    for every one of ``names``, or with a context (``cfg.context_dim`` > 0, CAVIA) ``cfg.context_lr`` for the
+    context alone."""
+    return {"context": cfg.context_lr} if cfg.context_dim else dict.fromkeys(names, cfg.inner_lr)
 
 
 class OuterLoop(abc.ABC):
@@ -72,8 +73,8 @@ class OuterLoop(abc.ABC):
     def advantages(self, batch: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         return advantages(batch, self.cfg)
 
-    def inner_lr(self) -> float | Params:
-        return step_sizes(self.cfg)
+    def inner_lr(self) -> dict[str, float] | Params:
+        return step_sizes(self.cfg, self.theta)
 
     def adapt(self, support: Rollout) -> tuple[Params, dict[str, float]]:
         """φ_i for every task: ``inner_steps`` PPO steps from θ on task i's support rollout. Returns φ
