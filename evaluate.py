@@ -57,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
         choices=BASELINES,
         default=["scratch"],
         help="baselines under the same protocol and budget (default: scratch; multitask and oracle, PPO that sees "
-        "the task, train once, then are cached in RUN_DIR/eval)",
+        "the task, train once, then are cached in RUN_DIR/eval; search tells the oracle's policy the task "
+        "parameters that did best in the support episodes)",
     )
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="which checkpoint to load")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval/<split>)")

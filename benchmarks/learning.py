@@ -287,6 +287,10 @@ def _eval(base: EvalSettings, d: Any, where: str) -> EvalSettings:
             raise ValueError(f"{where}.{key}={value!r} is not allowed: expected a list of {', '.join(allowed)}")
     if "splits" in d and not d["splits"]:
         raise ValueError(f"{where}.splits=[] is not allowed: expected test, ood or both")
+    if "search" in d.get("baselines", ()) and "oracle" not in d["baselines"]:
+        raise ValueError(
+            f"{where}.baselines: search is not allowed without oracle (it searches with the oracle's policy)"
+        )
     settings = dataclasses.replace(base, **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
     try:
         settings.config("test", 0)  # EvalConfig's own checks of the numbers
@@ -329,19 +333,27 @@ def baseline_folder(run: Path, baseline: str, iterations: int) -> Path:
     return run / "eval" / f"{baseline}-{iterations}"
 
 
-def evaluated(cell: Cell, run: Path, split: str) -> dict | None:
-    """The cell's cached evaluation of ``split``, if it exists and was made with the cell's present settings."""
+def cached(cell: Cell, run: Path, split: str) -> dict:
+    """The split's ``eval.json`` if it was made under the cell's present protocol (its methods may be fewer or more
+    than the plan now asks), else ``{}``."""
     path = run / "eval" / split / "eval.json"
-    if not path.is_file():
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    return results if results.get("config") == config_dict(cell.eval.config(split, cell.seed)) else {}
+
+
+def unmeasured(cell: Cell, run: Path, split: str) -> list[str]:
+    """The methods the plan asks of the cell (its algo, then its baselines) that ``split``'s cache lacks."""
+    have = cached(cell, run, split).get("methods", {})
+    return [m for m in (cell.algo, *cell.eval.baselines) if m not in have]
+
+
+def evaluated(cell: Cell, run: Path, split: str) -> dict | None:
+    """The cell's cached evaluation of ``split``, if it measured every method the plan asks under its protocol."""
+    results = cached(cell, run, split)
+    if not results or unmeasured(cell, run, split):
         return None
-    results = json.loads(path.read_text())
-    expected = [cell.algo, *cell.eval.baselines]
-    if results.get("config") != config_dict(cell.eval.config(split, cell.seed)) or not set(expected) <= set(
-        results["methods"]
-    ):
-        return None  # the plan changed since: evaluate again
     # A baseline the plan no longer asks of this cell was measured on the same tasks; it is left out, not redone.
-    return {**results, "methods": {m: results["methods"][m] for m in expected}}
+    return {**results, "methods": {m: results["methods"][m] for m in (cell.algo, *cell.eval.baselines)}}
 
 
 @dataclass(frozen=True)
@@ -351,6 +363,8 @@ class Progress:
     """The trained baselines' runs (``multitask``, ``oracle``), as far as they got."""
     splits: tuple[str, ...]
     """Splits whose evaluation is cached."""
+    unmeasured: dict[str, list[str]]
+    """Per split, the methods its cache still lacks."""
 
     def state(self, cell: Cell) -> str:
         if self.trained.iterations >= cell.train.iterations and len(self.splits) == len(cell.eval.splits):
@@ -365,8 +379,8 @@ def progress(cell: Cell, run: Path) -> Progress:
         for b in TRAINED_BASELINES
         if b in cell.eval.baselines
     }
-    splits = tuple(s for s in cell.eval.splits if evaluated(cell, run, s) is not None)
-    return Progress(training(run), baselines, splits)
+    missing = {s: unmeasured(cell, run, s) for s in cell.eval.splits}
+    return Progress(training(run), baselines, tuple(s for s, m in missing.items() if not m), missing)
 
 
 def check_run(cell: Cell, run: Path) -> None:
@@ -423,14 +437,20 @@ def run_cell(cell: Cell, run: Path) -> None:
 
 def evaluate_split(cell: Cell, run: Path, split: str) -> None:
     """``evaluate.py RUN --split SPLIT --seeds SEED --baselines ...`` with each method timed on its own; writes
-    ``<run>/eval/<split>/`` with, beside evaluate.py's keys, ``eval_seconds`` and ``trained_in`` per method."""
+    ``<run>/eval/<split>/`` with, beside evaluate.py's keys, ``eval_seconds`` and ``trained_in`` per method. A method
+    the split's cached evaluation already measured under the same protocol is kept, not run again: every method
+    draws its own episodes from the seed, so a baseline added to the plan is measured alone."""
     cfg, learner, normalizer = load_run(run)
     family = family_of(cfg)
     ec = cell.eval.config(split, cell.seed)
-    methods = [meta_method(cfg, learner, normalizer)]
-    methods += [baseline(b, run, cfg, cfg.iterations) for b in cell.eval.baselines]
-    results: dict = {"tasks": {}, "methods": {}}
-    seconds = {}
+    old = cached(cell, run, split)
+    results: dict = {"tasks": old.get("tasks", {}), "methods": old.get("methods", {})}
+    seconds = old.get("eval_seconds", {})
+    names = unmeasured(cell, run, split)
+    methods = [
+        meta_method(cfg, learner, normalizer) if n == cell.algo else baseline(n, run, cfg, cfg.iterations)
+        for n in names
+    ]
     with tqdm(total=len(methods), desc=f"evaluate {cell.name} {split}", unit="method") as bar:
         for m in methods:
             began = time.perf_counter()
@@ -440,8 +460,8 @@ def evaluate_split(cell: Cell, run: Path, split: str) -> None:
             results["methods"] |= one["methods"]
             bar.update(1)
     trained_in = {cell.algo: "."} | {
-        b: str(baseline_folder(run, b, cfg.iterations).relative_to(run))
-        for b in TRAINED_BASELINES
+        b: str(baseline_folder(run, "oracle" if b == "search" else b, cfg.iterations).relative_to(run))
+        for b in (*TRAINED_BASELINES, "search")
         if b in cell.eval.baselines
     }
     results = {**header(run, "latest", ec, cfg), "eval_seconds": seconds, "trained_in": trained_in, **results}
@@ -482,10 +502,9 @@ class Estimator:
 
     def left(self, cell: Cell, p: Progress) -> float:
         seconds = self.training_left(cell, p.trained)
-        splits_left = len(cell.eval.splits) - len(p.splits)
-        if splits_left:
+        if len(p.splits) < len(cell.eval.splits):
             seconds += sum(self.training_left(cell, t) for t in p.baselines.values())
-            seconds += splits_left * sum(self.evaluation(cell, m) for m in (cell.algo, *cell.eval.baselines))
+            seconds += sum(self.evaluation(cell, m) for methods in p.unmeasured.values() for m in methods)
         return seconds
 
 
@@ -660,8 +679,10 @@ def markdown(plan: Plan, runs: Path, records: list[dict], plots: dict[str, Path]
         "tasks does not show in it; the headline adds the mean over tasks × seeds (`success_mean` in "
         "`results.json`). Baselines at the same budget: `scratch` (a fresh network, the same inner "
         "loop), `multitask` (PPO on the train split for the run's env steps, then the same inner loop), `sb3` (SB3 "
-        "PPO from scratch on each task with the same per-task env steps) and `oracle` (`multitask` that sees the "
-        "task's parameters: an upper bound, not meta-learning). Env steps: the method's training plus one task's "
+        "PPO from scratch on each task with the same per-task env steps), `oracle` (`multitask` that sees the "
+        "task's parameters: an upper bound, not meta-learning) and `search` (the oracle's policy told the task "
+        "parameters that did best in the support episodes, one candidate per episode: strategy optimization, Yu et "
+        "al. 2019; it never sees a held-out task's parameters). Env steps: the method's training plus one task's "
         "adaptation up to k; wall clock: training plus evaluating that split, per seed.",
         "",
         *_headline(plan, by),
@@ -677,7 +698,7 @@ def markdown(plan: Plan, runs: Path, records: list[dict], plots: dict[str, Path]
 
 
 def _headline(plan: Plan, by: dict[tuple, dict]) -> list[str]:
-    baselines = ("multitask", "sb3", "oracle", "scratch")  # what a user would pick instead, then the bounds
+    baselines = ("multitask", "sb3", "search", "oracle", "scratch")  # what a user would pick instead, then bounds
     # The oracle sees the task, so it needs no adaptation: its upper bound is its success before any inner step.
     before = {"oracle"}
     named = [f"{b} (k = 0)" if b in before else b for b in baselines]

@@ -47,10 +47,14 @@ class OracleFamily(Family):
         """The base family's observation ``[B, base.obs_dim]`` followed by the scaled parameters ``[B, n_params]``
         in the order of ``params``."""
         obs = self.base.policy_observation(state, task)
-        kw = {"dtype": obs.dtype, "device": obs.device}
+        return torch.cat([obs, self.scaled(task).to(obs)], dim=1)
+
+    def scaled(self, task: TaskTensors) -> torch.Tensor:
+        """The parameters of the tasks in ``task`` as the policy reads them, ``[B, n_params]``, each about [-1, 1]."""
+        like = next(iter(task.values()))
+        kw = {"dtype": torch.float64, "device": like.device}
         params = torch.stack([task[p.name].to(**kw) for p in self.params], dim=1)
-        scaled = (params - torch.as_tensor(self._centre, **kw)) / torch.as_tensor(self._half, **kw)
-        return torch.cat([obs, scaled], dim=1)
+        return (params - torch.as_tensor(self._centre, **kw)) / torch.as_tensor(self._half, **kw)
 
     # ---- everything else is the base family's ------------------------------------------------------------------
     def base_spec(self) -> mujoco.MjSpec:

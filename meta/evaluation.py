@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from agents.normalizer import ObsNormalizer
-from agents.policy import ActorCritic, Params, init_params
+from agents.policy import ActorCritic, Params, init_params, stack
 from agents.ppo import adapt
 from agents.rollout import collect
 from envs.family import Family, TaskBatch
 from envs.files import atomic_path
+from envs.oracle import OracleFamily
 from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
 from meta.config import TrainConfig, differences, family_of, loss_weights, to_dict
@@ -162,6 +163,87 @@ def oracle_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
     return Method("oracle", learner.module, theta, normalizer, cfg.inner_lr, o_cfg, family_of(o_cfg))
 
 
+@dataclass
+class SearchMethod:
+    """Strategy optimization (Yu, Liu & Turk 2019): the oracle's policy, told task parameters found by search.
+
+    Adaptation searches what the policy is told about the task instead of stepping its weights: each of K rounds
+    tries ``support_episodes`` candidate parameter sets for one episode each (round 1: those of tasks drawn from
+    the train split; round k > 1: the best so far plus Gaussian noise of ``spread / (k - 1)``, in the normalized
+    inputs' units, where the train tasks spread about 1), and the policy is measured with the candidate whose
+    episode returned most so far; before the first round (k = 0) it is told the average train task. The oracle
+    learnt from the train tasks' parameters; a held-out task's are never used. Its weights never change."""
+
+    module: ActorCritic
+    """The oracle's network with its task inputs as a context (``context_dim`` = the family's parameter count)."""
+    theta: Params
+    """Its parameters; ``context`` (the told parameters, normalized) is what the search sets."""
+    normalizer: ObsNormalizer
+    """Of the base family's observation."""
+    told: ObsNormalizer
+    """The oracle's normalizer of the parameter inputs: turns scaled parameters into the context."""
+    oracle: OracleFamily
+    spread: float = 0.5
+    name: str = "search"
+
+    def context(self, family: Family, tasks: TaskBatch) -> torch.Tensor:
+        """The context ``[n_tasks, n_params]`` that tells the policy ``tasks``' parameters."""
+        return self.told(self.oracle.scaled(family.task_tensors(tasks))).to(self.theta["context"])
+
+    def curve(self, family: Family, tasks: TaskBatch, ec: EvalConfig, seed: int) -> dict:
+        n, r, horizon = len(tasks), ec.support_episodes, family.episode_length
+        rng, noise = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+        weights = {k: v for k, v in self.theta.items() if k != "context"}
+        eval_env = TaskVecEnv(family, tasks, ec.eval_episodes, seed=seed)
+        trials = TaskBatch(tasks.family, tasks.split, tuple(t for t in tasks.tasks for _ in range(r)))
+        trial_env = TaskVecEnv(family, trials, 1, seed=seed)  # task i's candidate j is world i * r + j
+
+        def run(env: TaskVecEnv, context: torch.Tensor) -> dict[str, torch.Tensor]:
+            params = {**stack(weights, context.shape[0]), "context": context}
+            return collect(env, self.module, params, self.normalizer, horizon, noise, int(rng.integers(2**31))).stats
+
+        best = torch.zeros(n, self.theta["context"].shape[0], dtype=self.theta["context"].dtype)
+        best_return = torch.full((n,), -torch.inf)
+        curve: dict[str, list] = {m: [] for m in METRICS}
+        for k in range(ec.steps + 1):
+            measured = run(eval_env, best)
+            for m in METRICS:
+                curve[m].append(measured[m].numpy())
+            if k == ec.steps:
+                break
+            if k == 0:
+                candidates = self.context(family, family.sample(rng, n * r, "train")).reshape(n, r, -1)
+            else:
+                step = torch.randn(n, r, best.shape[1], generator=noise, dtype=best.dtype)
+                candidates = best[:, None] + self.spread / k * step
+            returns = run(trial_env, candidates.reshape(n * r, -1))["return"].reshape(n, r).to(best_return)
+            top, i = returns.max(dim=1)
+            better = top > best_return
+            best_return = torch.where(better, top, best_return)
+            best = torch.where(better[:, None], candidates[torch.arange(n), i], best)
+        curve = {m: np.stack(v) for m, v in curve.items()}
+        return {**curve, "adaptation_env_steps": ec.steps * r * horizon, "adapted": {"context": best}}
+
+
+def search_method(run: Path, cfg: TrainConfig, iterations: int) -> SearchMethod:
+    """The search baseline of a run: the run's oracle baseline (trained once and cached, as for ``oracle``) with
+    its task inputs turned into a context that :class:`SearchMethod` sets."""
+    oracle = oracle_method(run, cfg, iterations)
+    family = family_of(cfg)
+    d, p = family.obs_dim, len(family.params)
+    module = ActorCritic(d, family.action_dim, oracle.cfg.hidden, context_dim=p)
+    theta = dict(oracle.theta)
+    # The value head also read the parameters; the search never asks it for a value, so its inputs are cut to the
+    # observation's only to fit the context network's shape.
+    theta["vf.0.weight"] = theta["vf.0.weight"][:, :d]
+    theta["context"] = torch.zeros(p, dtype=theta["pi.0.weight"].dtype)
+    normalizer, told = ObsNormalizer(d, oracle.normalizer.enabled), ObsNormalizer(p, oracle.normalizer.enabled)
+    state = oracle.normalizer.state_dict()
+    normalizer.load_state_dict({**state, "mean": state["mean"][:d], "var": state["var"][:d]})
+    told.load_state_dict({**state, "mean": state["mean"][d:], "var": state["var"][d:]})
+    return SearchMethod(module, theta, normalizer, told, oracle.family)
+
+
 def _trained_baseline(
     folder: Path, run_cfg: TrainConfig, iterations: int, **changes: Any
 ) -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
@@ -187,12 +269,12 @@ def _trained_baseline(
     return load_run(folder)
 
 
-BASELINES = ("scratch", "multitask", "sb3", "oracle")
+BASELINES = ("scratch", "multitask", "sb3", "oracle", "search")
 TRAINED_BASELINES = ("multitask", "oracle")
 """Baselines with a training run of their own, cached in ``RUN_DIR/eval/<name>-<iterations>``."""
 
 
-def baseline(name: str, run: Path, cfg: TrainConfig, iterations: int) -> Method | SB3Baseline:
+def baseline(name: str, run: Path, cfg: TrainConfig, iterations: int) -> Method | SB3Baseline | SearchMethod:
     """The baseline ``name`` (one of :data:`BASELINES`) of the run in ``run`` with config ``cfg``, at the budget of
     ``iterations`` meta-iterations."""
     if name == "scratch":
@@ -201,6 +283,8 @@ def baseline(name: str, run: Path, cfg: TrainConfig, iterations: int) -> Method 
         return multitask_method(run, cfg, iterations)
     if name == "oracle":
         return oracle_method(run, cfg, iterations)
+    if name == "search":
+        return search_method(run, cfg, iterations)
     if name == "sb3":
         return SB3Baseline()
     raise ValueError(f"baseline {name!r} is not allowed: expected one of {', '.join(BASELINES)}")
@@ -302,7 +386,9 @@ def plot(summaries: dict[str, list[dict]], title: str, path) -> None:
     plt.close(fig)
 
 
-def evaluate_methods(methods: list[Method | SB3Baseline], family: Family, ec: EvalConfig, progress=None) -> dict:
+def evaluate_methods(
+    methods: list[Method | SB3Baseline | SearchMethod], family: Family, ec: EvalConfig, progress=None
+) -> dict:
     """Every method on the same tasks and seeds. Returns per-task curves, summaries and the task batches."""
     results: dict = {"tasks": {}, "methods": {}}
     for seed in ec.seeds:

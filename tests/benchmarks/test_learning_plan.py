@@ -82,7 +82,7 @@ def test_a_second_run_does_no_work(smoke):
 
 def test_a_plan_asking_fewer_baselines_reuses_the_cached_evaluation_without_them(smoke, tmp_path):
     # The same plan name (so the same runs) without the oracle: nothing runs again, and the oracle is not reported.
-    (tmp_path / "smoke.yaml").write_text(SMOKE.read_text().replace("sb3, oracle]", "sb3]"))
+    (tmp_path / "smoke.yaml").write_text(SMOKE.read_text().replace("sb3, oracle, search]", "sb3]"))
     files = {p: p.stat().st_mtime_ns for p in (smoke / "results").rglob("*") if p.is_file()}
     out = plan_cli("--plan", str(tmp_path / "smoke.yaml"), "--results", str(smoke / "results"), "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -90,7 +90,29 @@ def test_a_plan_asking_fewer_baselines_reuses_the_cached_evaluation_without_them
     records = json.loads((tmp_path / "results.json").read_text())
     full = json.loads((smoke / "docs" / "results.json").read_text())
     assert {r["method"] for r in records} == {"maml", "scratch", "multitask", "sb3"}
-    assert records == [r for r in full if r["method"] != "oracle"]
+    assert records == [r for r in full if r["method"] not in ("oracle", "search")]
+
+
+def test_a_baseline_added_to_the_plan_is_measured_alone_and_the_cached_methods_are_kept(smoke, tmp_path):
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(smoke / "results", results)
+    evals = sorted(results.glob("*/eval/*/eval.json"))
+    before = {e: json.loads(e.read_text()) for e in evals}
+    for e, r in before.items():  # as if evaluated before the plan asked for search
+        del r["methods"]["search"], r["eval_seconds"]["search"]
+        e.write_text(json.dumps(r))
+    out = plan_cli("--plan", str(SMOKE), "--results", str(results), "--out", str(tmp_path / "docs"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    full = json.loads((smoke / "docs" / "results.json").read_text())
+    for e, r in before.items():
+        after = json.loads(e.read_text())
+        assert after["methods"] == json.loads((smoke / "results" / e.relative_to(results)).read_text())["methods"]
+        assert {m: s for m, s in after["eval_seconds"].items() if m != "search"} == r["eval_seconds"]
+    # the same numbers as measuring every method at once, up to the wall clock it took
+    records = json.loads((tmp_path / "docs" / "results.json").read_text())
+    assert [{**r, "wall_clock_s": 0} for r in records] == [{**r, "wall_clock_s": 0} for r in full]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +149,7 @@ def test_seeds_of_one_family_and_algo_may_run_different_baselines_but_not_anothe
     ]
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(plan))
     cells = learning.load_plan(tmp_path / "ok.yaml").cells
-    assert [c.eval.baselines for c in cells] == [("scratch", "multitask", "sb3", "oracle"), ("scratch",)]
+    assert [c.eval.baselines for c in cells] == [("scratch", "multitask", "sb3", "oracle", "search"), ("scratch",)]
     plan["cells"][1]["eval"]["n_tasks"] = 5
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(plan))
     with pytest.raises(ValueError, match="point-maml-seed1 has other train or eval settings than point-maml-seed0"):
@@ -205,6 +227,10 @@ def _with(path: str, value) -> dict:
         ),
         (_with("eval.splits", ["train"]), "eval.splits=['train'] is not allowed"),
         (_with("eval.baselines", ["pearl"]), "eval.baselines=['pearl'] is not allowed"),
+        (
+            _with("eval.baselines", ["scratch", "search"]),
+            "eval.baselines: search is not allowed without oracle (it searches with the oracle's policy)",
+        ),
         (_with("eval.n_tasks", 0), "eval: n_tasks=0 is not allowed"),
         (_with("cells.0.algo", "multitask"), "cells[0].algo='multitask' is not allowed"),
         (_with("cells.0.family", "drawer"), "cells[0].family='drawer' is not allowed"),

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import meta.evaluation as evaluation
+from agents.policy import evaluate as act
 from agents.policy import stack
 from agents.rollout import collect
 from envs.registry import make_family
@@ -30,6 +31,7 @@ from meta.evaluation import (
     multitask_method,
     oracle_method,
     scratch_method,
+    search_method,
 )
 from meta.trainer import load_run, train
 
@@ -147,6 +149,33 @@ def test_the_oracle_baseline_sees_the_task_and_adapts_on_the_same_tasks(run):
         2,
         cfg.meta_batch,
     )
+
+
+def test_the_search_baseline_tells_the_oracles_policy_a_tried_candidate_and_never_changes_its_weights(run):
+    family = make_family("point")
+    cfg = load_run(run)[0]
+    oracle, search = oracle_method(run, cfg, 2), search_method(run, cfg, 2)
+    tasks = family.sample(0, EC.n_tasks, "test")
+    # told a task's own parameters, the context network is the oracle's network on the oracle's observation
+    obs = TaskVecEnv(oracle.family, tasks, 2, seed=0).reset(seed=0)
+    told = stack({k: v for k, v in search.theta.items() if k != "context"}, EC.n_tasks)
+    told["context"] = search.context(family, tasks)
+    mean = act(search.module, told, search.normalizer(obs[..., : family.obs_dim]))[0]
+    expected = act(oracle.module, stack(oracle.theta, EC.n_tasks), oracle.normalizer(obs))[0]
+    torch.testing.assert_close(mean, expected)
+    ec = dataclasses.replace(EC, steps=1)
+    curve = search.curve(family, tasks, ec, seed=3)
+    assert curve["success"].shape == (2, EC.n_tasks)
+    assert curve["adaptation_env_steps"] == ec.support_episodes * family.episode_length
+    np.testing.assert_array_equal(search.curve(family, tasks, ec, seed=3)["return"], curve["return"])
+    # after one round the policy is told one of that round's candidates: the parameters of tasks from the train split
+    rng = np.random.default_rng(3)
+    rng.integers(2**31)  # the seed of the k = 0 measurement
+    candidates = search.context(family, family.sample(rng, EC.n_tasks * ec.support_episodes, "train"))
+    found = curve["adapted"]["context"]
+    for i, row in enumerate(candidates.reshape(EC.n_tasks, ec.support_episodes, -1)):
+        assert any(torch.equal(found[i], c) for c in row), i
+    assert all(torch.equal(search.theta[k], oracle.theta[k]) for k in oracle.theta if k != "vf.0.weight")
 
 
 def test_a_cached_baseline_trained_with_another_config_is_refused_and_left_as_it_is(run):
