@@ -341,16 +341,16 @@ def cached(cell: Cell, run: Path, split: str) -> dict:
     return results if results.get("config") == config_dict(cell.eval.config(split, cell.seed)) else {}
 
 
-def unmeasured(cell: Cell, run: Path, split: str) -> list[str]:
-    """The methods the plan asks of the cell (its algo, then its baselines) that ``split``'s cache lacks."""
-    have = cached(cell, run, split).get("methods", {})
-    return [m for m in (cell.algo, *cell.eval.baselines) if m not in have]
+def unmeasured(cell: Cell, results: dict) -> list[str]:
+    """The methods the plan asks of the cell (its algo, then its baselines) that a split's :func:`cached` ``results``
+    lack."""
+    return [m for m in (cell.algo, *cell.eval.baselines) if m not in results.get("methods", {})]
 
 
 def evaluated(cell: Cell, run: Path, split: str) -> dict | None:
     """The cell's cached evaluation of ``split``, if it measured every method the plan asks under its protocol."""
     results = cached(cell, run, split)
-    if not results or unmeasured(cell, run, split):
+    if not results or unmeasured(cell, results):
         return None
     # A baseline the plan no longer asks of this cell was measured on the same tasks; it is left out, not redone.
     return {**results, "methods": {m: results["methods"][m] for m in (cell.algo, *cell.eval.baselines)}}
@@ -379,7 +379,7 @@ def progress(cell: Cell, run: Path) -> Progress:
         for b in TRAINED_BASELINES
         if b in cell.eval.baselines
     }
-    missing = {s: unmeasured(cell, run, s) for s in cell.eval.splits}
+    missing = {s: unmeasured(cell, cached(cell, run, s)) for s in cell.eval.splits}
     return Progress(training(run), baselines, tuple(s for s, m in missing.items() if not m), missing)
 
 
@@ -446,7 +446,7 @@ def evaluate_split(cell: Cell, run: Path, split: str) -> None:
     old = cached(cell, run, split)
     results: dict = {"tasks": old.get("tasks", {}), "methods": old.get("methods", {})}
     seconds = old.get("eval_seconds", {})
-    names = unmeasured(cell, run, split)
+    names = unmeasured(cell, old)
     methods = [
         meta_method(cfg, learner, normalizer) if n == cell.algo else baseline(n, run, cfg, cfg.iterations)
         for n in names
