@@ -18,7 +18,7 @@ from tqdm import tqdm
 from meta.config import family_of
 from meta.evaluation import (
     BASELINES,
-    TRAINED_BASELINES,
+    TRAINED_IN,
     EvalConfig,
     adaptation_curve,
     baseline,
@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     iterations = read_checkpoint(Path(args.run), args.checkpoint)[1]["iteration"]
     methods = [meta_method(cfg, learner, normalizer)]
     for name in args.baselines:
-        if name in TRAINED_BASELINES:
-            print(f"{name} baseline: PPO on the train split for the run's {iterations} iterations (cached)")
+        if name in TRAINED_IN:
+            run = TRAINED_IN[name]
+            print(f"{name} baseline: {run} PPO on the train split for the run's {iterations} iterations (cached)")
         methods.append(baseline(name, Path(args.run), cfg, iterations))
     with tqdm(total=len(methods) * len(ec.seeds), desc=f"evaluate {cfg.family} {ec.split}", unit="seed") as bar:
         results = evaluate_methods(methods, family, ec, progress=bar)

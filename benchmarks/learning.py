@@ -68,6 +68,7 @@ from meta.evaluation import (
     BASELINES,
     METRICS,
     TRAINED_BASELINES,
+    TRAINED_IN,
     EvalConfig,
     aggregate,
     baseline,
@@ -460,9 +461,9 @@ def evaluate_split(cell: Cell, run: Path, split: str) -> None:
             results["methods"] |= one["methods"]
             bar.update(1)
     trained_in = {cell.algo: "."} | {
-        b: str(baseline_folder(run, "oracle" if b == "search" else b, cfg.iterations).relative_to(run))
-        for b in (*TRAINED_BASELINES, "search")
-        if b in cell.eval.baselines
+        b: str(baseline_folder(run, TRAINED_IN[b], cfg.iterations).relative_to(run))
+        for b in cell.eval.baselines
+        if b in TRAINED_IN
     }
     results = {**header(run, "latest", ec, cfg), "eval_seconds": seconds, "trained_in": trained_in, **results}
     write_outputs(results, run / "eval" / split, f"{cell.family} ({cell.algo}) seed {cell.seed} on {split} tasks")

@@ -64,6 +64,14 @@ def test_results_json_has_one_well_formed_record_per_family_algo_split_method_an
     assert (smoke / "docs" / "img" / "results-point.png").stat().st_size > 0
 
 
+def test_search_is_charged_the_training_of_the_oracle_whose_policy_it_tells(smoke):
+    records = json.loads((smoke / "docs" / "results.json").read_text())
+    steps = {(r["split"], r["method"], r["k"]): r["env_steps"] for r in records}
+    searched = [(split, k) for split, method, k in steps if method == "search"]
+    assert searched and all(steps[s, "search", k] == steps[s, "oracle", k] for s, k in searched)
+    assert steps["test", "search", 0] > 0  # the oracle's training, before any episode of the search
+
+
 def test_status_then_reports_every_cell_done(smoke):
     out = plan_cli("--plan", str(SMOKE), "--results", str(smoke / "results"), "--status")
     assert out.returncode == 0, out.stderr[-3000:]
