@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = [meta_method(cfg, learner, normalizer)]
     for name in args.baselines:
         if name in TRAINED_IN:
-            run = TRAINED_IN[name]
-            print(f"{name} baseline: {run} PPO on the train split for the run's {iterations} iterations (cached)")
+            trained = TRAINED_IN[name]
+            print(f"{name} baseline: {trained} PPO on the train split for the run's {iterations} iterations (cached)")
         methods.append(baseline(name, Path(args.run), cfg, iterations))
     with tqdm(total=len(methods) * len(ec.seeds), desc=f"evaluate {cfg.family} {ec.split}", unit="seed") as bar:
         results = evaluate_methods(methods, family, ec, progress=bar)

@@ -270,11 +270,10 @@ def _trained_baseline(
 
 
 BASELINES = ("scratch", "multitask", "sb3", "oracle", "search")
-TRAINED_BASELINES = ("multitask", "oracle")
-"""Baselines with a training run of their own, cached in ``RUN_DIR/eval/<name>-<iterations>``."""
 TRAINED_IN = {"multitask": "multitask", "oracle": "oracle", "search": "oracle"}
-"""The training run (one of :data:`TRAINED_BASELINES`) each baseline that needs one uses: search tells the oracle's
-policy the parameters it searched."""
+"""The training run each baseline that needs one uses: search tells the oracle's policy the parameters it searched."""
+TRAINED_BASELINES = tuple(dict.fromkeys(TRAINED_IN.values()))
+"""Baselines with a training run of their own (multitask, oracle), cached in ``RUN_DIR/eval/<name>-<iterations>``."""
 
 
 def baseline(name: str, run: Path, cfg: TrainConfig, iterations: int) -> Method | SB3Baseline | SearchMethod:
