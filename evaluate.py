@@ -17,11 +17,13 @@ from tqdm import tqdm
 
 from meta.config import family_of
 from meta.evaluation import (
+    BASELINE_SETTINGS,
     BASELINES,
     TRAINED_IN,
     EvalConfig,
     adaptation_curve,
     baseline,
+    baseline_config,
     evaluate_methods,
     header,
     meta_method,
@@ -60,6 +62,14 @@ def parser() -> argparse.ArgumentParser:
         "the task, train once, then are cached in RUN_DIR/eval; search tells the oracle's policy the task "
         "parameters that did best in the support episodes)",
     )
+    p.add_argument(
+        "--baseline-settings",
+        nargs="+",
+        default=[],
+        metavar="KEY=NUMBER",
+        help="settings of the trained baselines' PPO (multitask, oracle, search's oracle) over the run's, one of "
+        f"{', '.join(BASELINE_SETTINGS)}; e.g. log_std_init=-1",
+    )
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="which checkpoint to load")
     p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval/<split>)")
     p.add_argument(
@@ -81,6 +91,18 @@ def parser() -> argparse.ArgumentParser:
         help="the task to adapt to for --export-sb3: a one-task batch (python -m envs sample FAMILY --n 1)",
     )
     return p
+
+
+def parse_settings(items: list[str]) -> dict[str, float]:
+    """``KEY=NUMBER`` strings as a mapping (every :data:`meta.evaluation.BASELINE_SETTINGS` is a number)."""
+    settings = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            settings[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--baseline-settings {item!r} is not allowed: expected KEY=NUMBER") from None
+    return settings
 
 
 def export(args, cfg, learner, normalizer, ec: EvalConfig) -> None:
@@ -130,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         ec = EvalConfig(
             args.split, args.tasks, args.steps, args.support_episodes, args.eval_episodes, tuple(args.seeds)
         )
+        settings = parse_settings(args.baseline_settings)
         cfg, learner, normalizer = load_run(args.run, args.checkpoint)
+        baseline_config(cfg, "multitask", 1, settings)  # a bad setting is refused before anything is written
         torch.set_num_threads(1)  # torch shares the cores with MuJoCo's thread pool
         if args.export_sb3 is not None:
             export(args, cfg, learner, normalizer, ec)
@@ -162,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in TRAINED_IN:
             trained = TRAINED_IN[name]
             print(f"{name} baseline: {trained} PPO on the train split for the run's {iterations} iterations (cached)")
-        methods.append(baseline(name, Path(args.run), cfg, iterations))
+        methods.append(baseline(name, Path(args.run), cfg, iterations, settings))
     with tqdm(total=len(methods) * len(ec.seeds), desc=f"evaluate {cfg.family} {ec.split}", unit="seed") as bar:
         results = evaluate_methods(methods, family, ec, progress=bar)
     results = {**header(Path(args.run), args.checkpoint, ec, cfg), **results}

@@ -33,6 +33,7 @@ A plan file:
         headline: maml         # the algorithm the headline table shows
         minutes: {train: 1, eval: 0.3}   # until measured: one training run; evaluating one method on one split
         train: {iterations: 150}         # TrainConfig overrides of every point cell
+        baseline_settings: {log_std_init: -1}   # optional: the trained baselines' own PPO settings
     cells:
       - {family: point, algo: [maml, reptile], seeds: [0, 1, 2], train: {inner_lr: 1.0}, eval: {baselines: []}}
 """
@@ -72,6 +73,7 @@ from meta.evaluation import (
     EvalConfig,
     aggregate,
     baseline,
+    baseline_config,
     config_dict,
     evaluate_methods,
     header,
@@ -141,10 +143,16 @@ class Cell:
     train: TrainConfig
     """The run's config (``out`` unset: the folder depends on where results go)."""
     eval: EvalSettings
+    baseline_settings: tuple[tuple[str, float], ...] = ()
+    """The family's trained baselines' own PPO settings over the run's (:func:`meta.evaluation.baseline_config`)."""
 
     @property
     def name(self) -> str:
         return f"{self.family}-{self.algo}-seed{self.seed}"
+
+    def baseline_config(self, trained: str) -> TrainConfig:
+        """The config of the cell's trained baseline ``trained`` (``multitask`` or ``oracle``)."""
+        return baseline_config(self.train, trained, self.train.iterations, dict(self.baseline_settings))
 
 
 @dataclass(frozen=True)
@@ -191,12 +199,12 @@ def _parse(path: Path, data: dict) -> Plan:
     default_eval = _eval(EvalSettings(), data.get("eval", {}), "eval")
 
     _keys(data["families"], "families")
-    families, family_train = {}, {}
+    families, family_train, family_baselines = {}, {}, {}
     for name, f in data["families"].items():
         where = f"families.{name}"
         if name not in FAMILIES:
             raise ValueError(f"{where} is not a family: expected one of {', '.join(FAMILIES)}")
-        _keys(f, where, required=("headline", "minutes"), optional=("train",))
+        _keys(f, where, required=("headline", "minutes"), optional=("train", "baseline_settings"))
         _keys(f["minutes"], f"{where}.minutes", required=("train", "eval"))
         minutes = {}
         for k in ("train", "eval"):
@@ -205,6 +213,7 @@ def _parse(path: Path, data: dict) -> Plan:
                 raise ValueError(f"{where}.minutes.{k}={v!r} is not allowed: expected a number of minutes > 0")
             minutes[k] = float(v)
         family_train[name] = _train_overrides(f.get("train", {}), f"{where}.train")
+        family_baselines[name] = _baseline_settings(f.get("baseline_settings", {}), f"{where}.baseline_settings")
         families[name] = FamilyPlan(f["headline"], minutes["train"], minutes["eval"])
 
     if not isinstance(data["cells"], list) or not data["cells"]:
@@ -231,7 +240,7 @@ def _parse(path: Path, data: dict) -> Plan:
         for algo in algos:
             for seed in seeds:
                 cfg = from_dict({**overrides, "family": family, "algo": algo, "seed": seed}, where=f"{where}.train")
-                cell = Cell(family, algo, seed, cfg, settings)
+                cell = Cell(family, algo, seed, cfg, settings, family_baselines[family])
                 if cell.name in planned:
                     raise ValueError(f"{where}: {cell.name} is already planned by {planned[cell.name]}")
                 first = next((c for c in cells if (c.family, c.algo) == (family, algo)), cell)
@@ -276,6 +285,16 @@ def _train_overrides(d: Any, where: str) -> dict:
             raise ValueError(f"{where}.{key} is not allowed here: the cell sets it")
     from_dict(d, where=where)  # names the field of an unknown key or a bad value now, not when the cell runs
     return d
+
+
+def _baseline_settings(d: Any, where: str) -> tuple[tuple[str, float], ...]:
+    """A mapping of the trained baselines' own settings, checked (:func:`meta.evaluation.baseline_config`)."""
+    _keys(d, where)
+    try:
+        baseline_config(TrainConfig(), "multitask", 1, d)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return tuple(d.items())
 
 
 def _eval(base: EvalSettings, d: Any, where: str) -> EvalSettings:
@@ -342,16 +361,26 @@ def cached(cell: Cell, run: Path, split: str) -> dict:
     return results if results.get("config") == config_dict(cell.eval.config(split, cell.seed)) else {}
 
 
-def unmeasured(cell: Cell, results: dict) -> list[str]:
+def unmeasured(cell: Cell, run: Path, results: dict) -> list[str]:
     """The methods the plan asks of the cell (its algo, then its baselines) that a split's :func:`cached` ``results``
-    lack."""
-    return [m for m in (cell.algo, *cell.eval.baselines) if m not in results.get("methods", {})]
+    lack, or measured with a trained baseline that is gone (:func:`stale`)."""
+    measured, redo = results.get("methods", {}), stale(cell, run)
+    return [m for m in (cell.algo, *cell.eval.baselines) if m not in measured or m in redo]
+
+
+def stale(cell: Cell, run: Path) -> set[str]:
+    """The cell's trained baselines whose training run is gone (deleted to train it with the settings the plan now
+    asks, :func:`check_run`): their measurements no longer stand for the plan."""
+    folders = {
+        b: baseline_folder(run, TRAINED_IN[b], cell.train.iterations) for b in cell.eval.baselines if b in TRAINED_IN
+    }
+    return {b for b, folder in folders.items() if not (folder / "config.yaml").is_file()}
 
 
 def evaluated(cell: Cell, run: Path, split: str) -> dict | None:
     """The cell's cached evaluation of ``split``, if it measured every method the plan asks under its protocol."""
     results = cached(cell, run, split)
-    if not results or unmeasured(cell, results):
+    if not results or unmeasured(cell, run, results):
         return None
     # A baseline the plan no longer asks of this cell was measured on the same tasks; it is left out, not redone.
     return {**results, "methods": {m: results["methods"][m] for m in (cell.algo, *cell.eval.baselines)}}
@@ -380,7 +409,7 @@ def progress(cell: Cell, run: Path) -> Progress:
         for b in TRAINED_BASELINES
         if b in cell.eval.baselines
     }
-    missing = {s: unmeasured(cell, cached(cell, run, s)) for s in cell.eval.splits}
+    missing = {s: unmeasured(cell, run, cached(cell, run, s)) for s in cell.eval.splits}
     return Progress(training(run), baselines, tuple(s for s, m in missing.items() if not m), missing)
 
 
@@ -406,6 +435,16 @@ def check_run(cell: Cell, run: Path) -> None:
             f"{run} was trained with {field}={was!r} but the plan now says {now!r}: "
             "restore the plan, or delete the folder to train the cell again"
         )
+    for trained in dict.fromkeys(TRAINED_IN[b] for b in cell.eval.baselines if b in TRAINED_IN):
+        folder = baseline_folder(run, trained, cell.train.iterations)
+        saved = (folder / "config.yaml").is_file()
+        diff = differences(run_config(folder), cell.baseline_config(trained)) if saved else []
+        if diff:
+            field, was, now = diff[0]
+            raise ValueError(
+                f"{folder} holds a baseline trained with {field}={was!r} but the plan now says {now!r}: "
+                "restore the plan, or delete the folder to train it again"
+            )
 
 
 @contextlib.contextmanager
@@ -447,9 +486,10 @@ def evaluate_split(cell: Cell, run: Path, split: str) -> None:
     old = cached(cell, run, split)
     results: dict = {"tasks": old.get("tasks", {}), "methods": old.get("methods", {})}
     seconds = old.get("eval_seconds", {})
-    names = unmeasured(cell, old)
+    names = unmeasured(cell, run, old)
+    settings = dict(cell.baseline_settings)
     methods = [
-        meta_method(cfg, learner, normalizer) if n == cell.algo else baseline(n, run, cfg, cfg.iterations)
+        meta_method(cfg, learner, normalizer) if n == cell.algo else baseline(n, run, cfg, cfg.iterations, settings)
         for n in names
     ]
     with tqdm(total=len(methods), desc=f"evaluate {cell.name} {split}", unit="method") as bar:
@@ -780,10 +820,17 @@ def _commands(plan: Plan, runs: Path, command: str) -> list[str]:
             f"- `{family}` `{algo}`, seeds {', '.join(str(c.seed) for c in group)}: "
             f"`python train.py {_train_flags(cell.train)} --seed S --out {run}`, then "
             f"`python evaluate.py {run} --split SPLIT --tasks {e.n_tasks} --steps {e.steps} --support-episodes "
-            f"{e.support_episodes} --eval-episodes {e.eval_episodes} --seeds S --baselines {' '.join(e.baselines)}` "
+            f"{e.support_episodes} --eval-episodes {e.eval_episodes} --seeds S --baselines {' '.join(e.baselines)}"
+            f"{_settings_flag(cell)}` "
             f"(splits: {', '.join(e.splits)})"
         )
     return [*lines, ""]
+
+
+def _settings_flag(cell: Cell) -> str:
+    trained = any(b in TRAINED_IN for b in cell.eval.baselines)
+    pairs = " ".join(f"{k}={v}" for k, v in cell.baseline_settings)
+    return f" --baseline-settings {pairs}" if trained and pairs else ""
 
 
 def _success(r: dict | None, with_mean: bool = False) -> str:

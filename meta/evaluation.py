@@ -142,22 +142,48 @@ def _sb3_episodes(model, env: TaskEnv, episodes: int, seed: int) -> dict[str, fl
     return {"return": float(np.mean(returns)), "success": float(np.mean(successes)), "length": float(np.mean(lengths))}
 
 
-def multitask_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
+BASELINE_SETTINGS = ("log_std_init", "outer_lr", "ent_coef", "bound_coef", "clip", "max_grad_norm")
+"""What a trained baseline may set apart from its run (``settings``): its PPO's own settings, which change neither
+its env-step budget nor how it is adapted. PPO may walk best with other settings than a meta-learner adapts with
+(terrain: a quieter initial policy), and each method is compared at its best."""
+
+
+def baseline_config(
+    run_cfg: TrainConfig, trained: str, iterations: int, settings: dict[str, Any] | None = None
+) -> TrainConfig:
+    """The config of a run's trained baseline ``trained`` (``multitask`` or ``oracle``): multitask PPO with the
+    run's settings, ``settings`` (keys of :data:`BASELINE_SETTINGS`) over them, for ``iterations``; the oracle
+    also reads the task's parameters. A context (CAVIA) is dropped: multitask PPO adapts every parameter. A setting
+    outside :data:`BASELINE_SETTINGS` or a bad value is refused (one-line ``ValueError``)."""
+    settings = settings or {}
+    for key in settings:
+        if key not in BASELINE_SETTINGS:
+            raise ValueError(
+                f"baseline setting {key!r} is not allowed: expected one of {', '.join(BASELINE_SETTINGS)} "
+                "(a baseline's budget and adaptation are its run's)"
+            )
+    oracle = {"task_in_obs": True} if trained == "oracle" else {}
+    return dataclasses.replace(run_cfg, algo="multitask", context_dim=0, iterations=iterations, **oracle, **settings)
+
+
+def multitask_method(run: Path, cfg: TrainConfig, iterations: int, settings: dict[str, Any] | None = None) -> Method:
     """The multitask baseline of a run: PPO on the train split for the run's env-step budget (the same iterations
-    and rollout sizes), trained once and cached in ``RUN_DIR/eval/multitask-<iterations>``; adapted with the
-    run's inner loop (scalar step size)."""
-    mt_cfg, learner, normalizer = _trained_baseline(Path(run) / "eval" / f"multitask-{iterations}", cfg, iterations)
+    and rollout sizes), trained once (with ``settings``: :func:`baseline_config`) and cached in
+    ``RUN_DIR/eval/multitask-<iterations>``; adapted with the run's inner loop (scalar step size)."""
+    mt_cfg, learner, normalizer = _trained_baseline(
+        Path(run) / "eval" / f"multitask-{iterations}", baseline_config(cfg, "multitask", iterations, settings)
+    )
     return Method(
         "multitask", learner.module, {k: v.detach() for k, v in learner.theta.items()}, normalizer, cfg.inner_lr, mt_cfg
     )
 
 
-def oracle_method(run: Path, cfg: TrainConfig, iterations: int) -> Method:
+def oracle_method(run: Path, cfg: TrainConfig, iterations: int, settings: dict[str, Any] | None = None) -> Method:
     """The oracle baseline of a run, an upper bound: the multitask baseline with the task's parameters in its
     observation (``task_in_obs``), for the same budget, trained once and cached in ``RUN_DIR/eval/oracle-<iterations>``;
     it acts in the oracle family (:class:`envs.oracle.OracleFamily`) and is adapted with the run's inner loop."""
     o_cfg, learner, normalizer = _trained_baseline(
-        Path(run) / "eval" / f"oracle-{iterations}", cfg, iterations, task_in_obs=True
+        Path(run) / "eval" / f"oracle-{iterations}", baseline_config(cfg, "oracle", iterations, settings)
     )
     theta = {k: v.detach() for k, v in learner.theta.items()}
     return Method("oracle", learner.module, theta, normalizer, cfg.inner_lr, o_cfg, family_of(o_cfg))
@@ -225,10 +251,10 @@ class SearchMethod:
         return {**curve, "adaptation_env_steps": ec.steps * r * horizon, "adapted": {"context": best}}
 
 
-def search_method(run: Path, cfg: TrainConfig, iterations: int) -> SearchMethod:
+def search_method(run: Path, cfg: TrainConfig, iterations: int, settings: dict[str, Any] | None = None) -> SearchMethod:
     """The search baseline of a run: the run's oracle baseline (trained once and cached, as for ``oracle``) with
     its task inputs turned into a context that :class:`SearchMethod` sets."""
-    oracle = oracle_method(run, cfg, iterations)
+    oracle = oracle_method(run, cfg, iterations, settings)
     family = family_of(cfg)
     d, p = family.obs_dim, len(family.params)
     module = ActorCritic(d, family.action_dim, oracle.cfg.hidden, context_dim=p)
@@ -244,16 +270,11 @@ def search_method(run: Path, cfg: TrainConfig, iterations: int) -> SearchMethod:
     return SearchMethod(module, theta, normalizer, told, oracle.family)
 
 
-def _trained_baseline(
-    folder: Path, run_cfg: TrainConfig, iterations: int, **changes: Any
-) -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
-    """Multitask PPO with the run's settings (``run_cfg``, with ``changes``) for ``iterations``, trained into
-    ``folder`` once: a complete one is loaded, an interrupted one finished first. A cached run trained
-    with another config (one-line ``ValueError``) is not taken for it. A context (CAVIA) is dropped: multitask PPO
-    adapts every parameter."""
+def _trained_baseline(folder: Path, cfg: TrainConfig) -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
+    """Multitask PPO with ``cfg`` (:func:`baseline_config`), trained into ``folder`` once: a complete one is loaded,
+    an interrupted one finished first. A cached run trained with another config (one-line ``ValueError``) is not
+    taken for it."""
     from meta.trainer import load_run, run_config, train
-
-    cfg = dataclasses.replace(run_cfg, algo="multitask", context_dim=0, iterations=iterations, **changes)
 
     if (folder / "checkpoints" / "latest.pt").is_file():
         diff = differences(run_config(folder), cfg)  # resuming checks the checkpoint against this config
@@ -276,17 +297,19 @@ TRAINED_BASELINES = tuple(dict.fromkeys(TRAINED_IN.values()))
 """Baselines with a training run of their own (multitask, oracle), cached in ``RUN_DIR/eval/<name>-<iterations>``."""
 
 
-def baseline(name: str, run: Path, cfg: TrainConfig, iterations: int) -> Method | SB3Baseline | SearchMethod:
+def baseline(
+    name: str, run: Path, cfg: TrainConfig, iterations: int, settings: dict[str, Any] | None = None
+) -> Method | SB3Baseline | SearchMethod:
     """The baseline ``name`` (one of :data:`BASELINES`) of the run in ``run`` with config ``cfg``, at the budget of
-    ``iterations`` meta-iterations."""
+    ``iterations`` meta-iterations; the trained ones (:data:`TRAINED_IN`) with their own ``settings``."""
     if name == "scratch":
         return scratch_method(cfg, family_of(cfg), cfg.seed)
     if name == "multitask":
-        return multitask_method(run, cfg, iterations)
+        return multitask_method(run, cfg, iterations, settings)
     if name == "oracle":
-        return oracle_method(run, cfg, iterations)
+        return oracle_method(run, cfg, iterations, settings)
     if name == "search":
-        return search_method(run, cfg, iterations)
+        return search_method(run, cfg, iterations, settings)
     if name == "sb3":
         return SB3Baseline()
     raise ValueError(f"baseline {name!r} is not allowed: expected one of {', '.join(BASELINES)}")

@@ -123,6 +123,27 @@ def test_a_baseline_added_to_the_plan_is_measured_alone_and_the_cached_methods_a
     assert [{**r, "wall_clock_s": 0} for r in records] == [{**r, "wall_clock_s": 0} for r in full]
 
 
+def test_changed_baseline_settings_refuse_the_cached_baselines_until_deleted_then_they_are_measured_again(
+    smoke, tmp_path
+):
+    import shutil
+
+    shutil.copytree(smoke / "results", tmp_path / "results")
+    settings = "normalize_obs: false}\n    baseline_settings: {log_std_init: -1}"
+    (tmp_path / "smoke.yaml").write_text(SMOKE.read_text().replace("normalize_obs: false}", settings))
+    args = ["--plan", str(tmp_path / "smoke.yaml"), "--results", str(tmp_path / "results"), "--status"]
+    out = plan_cli(*args)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "multitask-3 holds a baseline trained with log_std_init=0.0 but the plan now says -1.0" in out.stderr
+    (cell,) = learning.load_plan(tmp_path / "smoke.yaml").cells
+    run = tmp_path / "results" / "smoke" / cell.name
+    for trained in ("multitask", "oracle"):
+        shutil.rmtree(run / "eval" / f"{trained}-3")
+    out = plan_cli(*args)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1].startswith("0 done, 1 partial, 0 todo")
+    assert learning.progress(cell, run).unmeasured == {s: ["multitask", "oracle", "search"] for s in ("test", "ood")}
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -248,6 +269,10 @@ def _with(path: str, value) -> dict:
         (_with("cells.0.colour", "red"), "cells[0].colour is not a key here"),
         (_with("families.point.train", {"iterations": 0}), "families.point.train: iterations=0 is not allowed"),
         (_with("families.point.headline", "reptile"), "families.point.headline='reptile' is not allowed"),
+        (
+            _with("families.point.baseline_settings", {"iterations": 5}),
+            "families.point.baseline_settings: baseline setting 'iterations' is not allowed",
+        ),
         (_with("families.point.minutes", {"train": 1}), "families.point.minutes.eval is missing"),
         (_with("cells", []), "cells=[] is not allowed"),
         (_with("notes", "none.md"), "notes='none.md' is not allowed: expected a Markdown file beside the plan"),

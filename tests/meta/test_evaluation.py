@@ -26,6 +26,7 @@ from meta.evaluation import (
     EvalConfig,
     SB3Baseline,
     adaptation_curve,
+    baseline_config,
     evaluate_methods,
     meta_method,
     multitask_method,
@@ -190,6 +191,26 @@ def test_a_cached_baseline_trained_with_another_config_is_refused_and_left_as_it
     assert {p: p.read_bytes() for p in cached.rglob("*") if p.is_file()} == before
 
 
+def test_a_trained_baseline_takes_its_own_ppo_settings_over_the_runs_but_not_its_budget(run):
+    cfg = dataclasses.replace(load_run(run)[0], context_dim=2, bound_coef=1.0)
+    oracle = baseline_config(cfg, "oracle", 7, {"log_std_init": -1, "outer_lr": 0.01})
+    assert oracle == dataclasses.replace(
+        cfg, algo="multitask", context_dim=0, iterations=7, task_in_obs=True, log_std_init=-1.0, outer_lr=0.01
+    )
+    assert baseline_config(cfg, "multitask", 7).task_in_obs is False
+    for key in ("iterations", "envs_per_task", "inner_lr", "hidden"):
+        with pytest.raises(ValueError, match=f"^baseline setting '{key}' is not allowed: expected one of log_std_init"):
+            baseline_config(cfg, "multitask", 7, {key: 1})
+    with pytest.raises(ValueError, match=r"^log_std_init=9.0 is not allowed: expected a number in \[-5, 2\]$"):
+        baseline_config(cfg, "multitask", 7, {"log_std_init": 9.0})
+    # a baseline cached without the settings is not taken for one with them
+    multitask_method(run, load_run(run)[0], 2)
+    with pytest.raises(
+        ValueError, match=r"multitask-2 holds a baseline trained with log_std_init=0.0, but this run needs -1.0"
+    ):
+        multitask_method(run, load_run(run)[0], 2, {"log_std_init": -1})
+
+
 def test_a_cached_baseline_copied_beside_another_run_of_the_same_config_serves_it(run, tmp_path):
     # how a new algorithm's cells reuse another algorithm's multitask runs: the config differs only in `out`
     cfg = load_run(run)[0]
@@ -228,6 +249,11 @@ def test_the_same_seed_gives_the_same_eval_json(run, tmp_path):
         (["--baselines", "pearl"], "invalid choice: 'pearl'"),
         (["--steps", "-1"], "steps=-1 is not allowed"),
         (["--out", "/proc/no-such-place/eval"], "is not writable"),
+        (["--baseline-settings", "iterations=5"], "baseline setting 'iterations' is not allowed"),
+        (
+            ["--baseline-settings", "log_std_init"],
+            "--baseline-settings 'log_std_init' is not allowed: expected KEY=NUMBER",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(run, tmp_path, args, message):
