@@ -363,18 +363,20 @@ def cached(cell: Cell, run: Path, split: str) -> dict:
 
 def unmeasured(cell: Cell, run: Path, results: dict) -> list[str]:
     """The methods the plan asks of the cell (its algo, then its baselines) that a split's :func:`cached` ``results``
-    lack, or measured with a trained baseline that is gone (:func:`stale`)."""
-    measured, redo = results.get("methods", {}), stale(cell, run)
+    lack, or measured with a trained baseline the plan no longer has (:func:`stale`)."""
+    measured, redo = results.get("methods", {}), stale(cell, run, results)
     return [m for m in (cell.algo, *cell.eval.baselines) if m not in measured or m in redo]
 
 
-def stale(cell: Cell, run: Path) -> set[str]:
-    """The cell's trained baselines whose training run is gone (deleted to train it with the settings the plan now
-    asks, :func:`check_run`): their measurements no longer stand for the plan."""
-    folders = {
-        b: baseline_folder(run, TRAINED_IN[b], cell.train.iterations) for b in cell.eval.baselines if b in TRAINED_IN
+def stale(cell: Cell, run: Path, results: dict) -> set[str]:
+    """The cell's trained baselines that a split's ``results`` measured with other baseline settings than the plan
+    now asks (none recorded: none were given), or whose training run is gone: their measurements no longer stand."""
+    trained = [b for b in cell.eval.baselines if b in TRAINED_IN]
+    if results.get("baseline_settings", {}) != dict(cell.baseline_settings):
+        return set(trained)
+    return {
+        b for b in trained if not (baseline_folder(run, TRAINED_IN[b], cell.train.iterations) / "config.yaml").is_file()
     }
-    return {b for b, folder in folders.items() if not (folder / "config.yaml").is_file()}
 
 
 def evaluated(cell: Cell, run: Path, split: str) -> dict | None:
@@ -505,7 +507,13 @@ def evaluate_split(cell: Cell, run: Path, split: str) -> None:
         for b in cell.eval.baselines
         if b in TRAINED_IN
     }
-    results = {**header(run, "latest", ec, cfg), "eval_seconds": seconds, "trained_in": trained_in, **results}
+    results = {
+        **header(run, "latest", ec, cfg),
+        "eval_seconds": seconds,
+        "trained_in": trained_in,
+        "baseline_settings": settings,
+        **results,
+    }
     write_outputs(results, run / "eval" / split, f"{cell.family} ({cell.algo}) seed {cell.seed} on {split} tasks")
 
 

@@ -123,10 +123,12 @@ def test_a_baseline_added_to_the_plan_is_measured_alone_and_the_cached_methods_a
     assert [{**r, "wall_clock_s": 0} for r in records] == [{**r, "wall_clock_s": 0} for r in full]
 
 
-def test_changed_baseline_settings_refuse_the_cached_baselines_until_deleted_then_they_are_measured_again(
+def test_changed_baseline_settings_refuse_the_cached_baselines_and_once_they_are_replaced_measure_them_again(
     smoke, tmp_path
 ):
     import shutil
+
+    import yaml
 
     shutil.copytree(smoke / "results", tmp_path / "results")
     settings = "normalize_obs: false}\n    baseline_settings: {log_std_init: -1}"
@@ -137,11 +139,15 @@ def test_changed_baseline_settings_refuse_the_cached_baselines_until_deleted_the
     assert "multitask-3 holds a baseline trained with log_std_init=0.0 but the plan now says -1.0" in out.stderr
     (cell,) = learning.load_plan(tmp_path / "smoke.yaml").cells
     run = tmp_path / "results" / "smoke" / cell.name
-    for trained in ("multitask", "oracle"):
-        shutil.rmtree(run / "eval" / f"{trained}-3")
+    # as if the oracle were trained again with the settings in its place, and the multitask baseline deleted
+    saved = yaml.safe_load((run / "eval" / "oracle-3" / "config.yaml").read_text())
+    (run / "eval" / "oracle-3" / "config.yaml").write_text(yaml.safe_dump({**saved, "log_std_init": -1.0}))
+    shutil.rmtree(run / "eval" / "multitask-3")
     out = plan_cli(*args)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1].startswith("0 done, 1 partial, 0 todo")
     assert learning.progress(cell, run).unmeasured == {s: ["multitask", "oracle", "search"] for s in ("test", "ood")}
+    # the plan's own measurements record the settings they were made with
+    assert all(json.loads(e.read_text())["baseline_settings"] == {} for e in (smoke / "results").rglob("eval.json"))
 
 
 @pytest.mark.parametrize(
