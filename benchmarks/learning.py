@@ -742,6 +742,7 @@ def markdown(plan: Plan, runs: Path, records: list[dict], plots: dict[str, Path]
         *(["## What mattered", "", plan.notes.read_text().strip(), ""] if plan.notes else []),
         *_full_table(plan, records, by),
         *_commands(plan, runs, command),
+        *_videos(plan, runs),
     ]
     return "\n".join(lines)
 
@@ -831,6 +832,28 @@ def _commands(plan: Plan, runs: Path, command: str) -> list[str]:
             f"{e.support_episodes} --eval-episodes {e.eval_episodes} --seeds S --baselines {' '.join(e.baselines)}"
             f"{_settings_flag(cell)}` "
             f"(splits: {', '.join(e.splits)})"
+        )
+    return [*lines, ""]
+
+
+def _videos(plan: Plan, runs: Path) -> list[str]:
+    """The command that renders each family's headline run before and after adaptation (mp4s are not kept)."""
+    lines = [
+        "## Videos",
+        "",
+        "Each family's headline run (its first seed) on 4 `test` tasks: the policy before adaptation beside the same "
+        "policy after K inner steps, both acting with their mean action; a caption over each tile names the task's "
+        "parameters and whether the episode succeeded. Each takes 1–3 minutes here (rendered offscreen; mp4s are "
+        "not kept in git):",
+        "",
+    ]
+    groups = plan.groups()
+    for family, f in plan.families.items():
+        cell = groups[(family, f.headline)][0]
+        run, e = _shown(runs / cell.name), cell.eval
+        lines.append(
+            f"- `{family}`: `python evaluate.py {run} --split test --steps {e.steps} --support-episodes "
+            f"{e.support_episodes} --seeds {cell.seed} --video-only` writes `{run}/eval/test/adaptation.mp4`"
         )
     return [*lines, ""]
 

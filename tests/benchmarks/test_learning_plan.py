@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
 import pytest
 
 from benchmarks import learning
@@ -70,6 +73,15 @@ def test_search_is_charged_the_training_of_the_oracle_whose_policy_it_tells(smok
     searched = [(split, k) for split, method, k in steps if method == "search"]
     assert searched and all(steps[s, "search", k] == steps[s, "oracle", k] for s, k in searched)
     assert steps["test", "search", 0] > 0  # the oracle's training, before any episode of the search
+
+
+def test_the_video_command_in_results_md_renders_the_headline_run(smoke):
+    md = (smoke / "docs" / "results.md").read_text()
+    (line,) = [line for line in md.splitlines() if line.startswith("- `point`: `python evaluate.py")]
+    command, written = re.fullmatch(r"- `point`: `python (evaluate\.py .*)` writes `(.*)`", line).groups()
+    out = subprocess.run([sys.executable, *shlex.split(command)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert iio.imread(ROOT / written).shape[0] == 50  # one point episode, before beside after
 
 
 def test_status_then_reports_every_cell_done(smoke):
