@@ -828,8 +828,8 @@ def _commands(plan: Plan, runs: Path, command: str) -> list[str]:
         lines.append(
             f"- `{family}` `{algo}`, seeds {', '.join(str(c.seed) for c in group)}: "
             f"`python train.py {_train_flags(cell.train)} --seed S --out {run}`, then "
-            f"`python evaluate.py {run} --split SPLIT --tasks {e.n_tasks} --steps {e.steps} --support-episodes "
-            f"{e.support_episodes} --eval-episodes {e.eval_episodes} --seeds S --baselines {' '.join(e.baselines)}"
+            f"`python evaluate.py {run} --split SPLIT --tasks {e.n_tasks} {_adaptation_flags(e)} "
+            f"--eval-episodes {e.eval_episodes} --seeds S --baselines {' '.join(e.baselines)}"
             f"{_settings_flag(cell)}` "
             f"(splits: {', '.join(e.splits)})"
         )
@@ -843,7 +843,7 @@ def _videos(plan: Plan, runs: Path) -> list[str]:
         "",
         "Each family's headline run (its first seed) on 4 `test` tasks: the policy before adaptation beside the same "
         "policy after K inner steps, both acting with their mean action; a caption over each tile names the task's "
-        "parameters and whether the episode succeeded. Each takes 1–3 minutes here (rendered offscreen; mp4s are "
+        "parameters and whether the episode succeeded. Each took under 3 minutes here (rendered offscreen; mp4s are "
         "not kept in git):",
         "",
     ]
@@ -852,10 +852,15 @@ def _videos(plan: Plan, runs: Path) -> list[str]:
         cell = groups[(family, f.headline)][0]
         run, e = _shown(runs / cell.name), cell.eval
         lines.append(
-            f"- `{family}`: `python evaluate.py {run} --split test --steps {e.steps} --support-episodes "
-            f"{e.support_episodes} --seeds {cell.seed} --video-only` writes `{run}/eval/test/adaptation.mp4`"
+            f"- `{family}`: `python evaluate.py {run} --split test {_adaptation_flags(e)} --seeds {cell.seed} "
+            f"--video-only` writes `{run}/eval/test/adaptation.mp4`"
         )
     return [*lines, ""]
+
+
+def _adaptation_flags(e: EvalSettings) -> str:
+    """``evaluate.py`` flags of the plan's inner loop, which the evaluation and its videos share."""
+    return f"--steps {e.steps} --support-episodes {e.support_episodes}"
 
 
 def _settings_flag(cell: Cell) -> str:
