@@ -1,4 +1,4 @@
-"""The PPO objective and the inner loop that adapts every task's policy at once."""
+"""The PPO objective of every task's policy on its own data, batched over the tasks of a meta-batch."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def ppo_loss(
     :return: loss per task ``[n]`` = policy loss + ``w.vf_coef`` · value loss (mean squared error over the variance
         of the task's returns) − ``w.ent_coef`` · entropy + ``w.bound_coef`` · bound loss (the mean squared
         excursion of the action mean more than 2σ past the env's action bounds ±1), and those terms (each ``[n]``)
-        plus the approximate KL to the behaviour policy and the clipped fraction.
+        plus the approximate KL from the behaviour policy (``E[(r − 1) − log r]``, Schulman's unbiased estimator)
+        and the fraction of samples whose ratio ``r`` lies outside the clip range.
     """
     mean, log_std, value = evaluate(module, params, batch.obs.transpose(0, 1))
     new_lp = log_prob(batch.actions.transpose(0, 1), mean, log_std)  # [n, T, E]
@@ -72,34 +73,3 @@ def ppo_loss(
             "clip_fraction": ((ratio - 1).abs() > w.clip).float().mean(dim=(1, 2)),
         }
     return loss, terms
-
-
-def adapt(
-    module: ActorCritic,
-    params: Params,
-    batch: Rollout,
-    advantages: torch.Tensor,
-    returns: torch.Tensor,
-    steps: int,
-    lr: float | Params,
-    create_graph: bool,
-    w: LossWeights,
-) -> tuple[Params, list[dict[str, torch.Tensor]]]:
-    """``steps`` gradient steps of the PPO loss for every task at once: ``φ ← φ − lr · ∇φ L(φ)``.
-
-    Tasks are independent, so the gradient of the summed loss with respect to the task-stacked parameters is
-    every task's own gradient. With ``create_graph`` the steps stay differentiable (second-order MAML).
-
-    :param params: task-stacked starting parameters ``[n, *shape]`` (usually :func:`agents.policy.stack` of θ).
-    :param lr: a step size for every parameter, or a dict of the parameters to adapt with the step size of each
-        (a number, or one per entry shaped like the parameter: Meta-SGD); parameters it leaves out stay fixed.
-    :return: the adapted parameters ``[n, *shape]`` and the loss terms of each step (each ``[n]``).
-    """
-    rates = lr if isinstance(lr, dict) else dict.fromkeys(params, lr)
-    phi, history = params, []
-    for _ in range(steps):
-        loss, terms = ppo_loss(module, phi, batch, advantages, returns, w)
-        grads = torch.autograd.grad(loss.sum(), [phi[k] for k in rates], create_graph=create_graph)
-        phi = {**phi, **{k: phi[k] - rate * g for (k, rate), g in zip(rates.items(), grads, strict=True)}}
-        history.append({"loss": loss.detach(), **terms})
-    return phi, history

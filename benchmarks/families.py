@@ -20,6 +20,7 @@ import torch
 from envs.family import format_domain
 from envs.registry import FAMILIES, gym_id, make_family
 from envs.render import render_grid
+from envs.sim import share_cores_with_physics
 from envs.task_env import TaskEnv
 from envs.vec_env import scripted_success_rate
 
@@ -98,7 +99,7 @@ def main() -> None:
     p.add_argument("--train-tasks", type=int, default=50, help="train tasks for the scripted success rate")
     p.add_argument("--ood-tasks", type=int, default=20, help="ood tasks for the scripted success rate")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    share_cores_with_physics()
     (DOCS / "img").mkdir(parents=True, exist_ok=True)
     sections, records = [], []
     for name in args.only or FAMILIES:

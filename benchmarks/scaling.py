@@ -31,11 +31,13 @@ from tqdm import tqdm
 
 from envs.files import atomic_path
 from envs.registry import FAMILIES, make_family
+from envs.sim import share_cores_with_physics
 from envs.sim.cpu import available_cores
+from meta.algorithms import build
 from meta.config import TrainConfig
 from meta.distributed import RayWorkers
 from meta.outer_loop import combine
-from meta.trainer import InProcess, adopt_noise_state, build, iteration_state
+from meta.worker import InProcess, adopt_noise_state, iteration_state
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -81,7 +83,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=6, help="timed meta-iterations per setting (after 1 warm-up)")
     p.add_argument("--out", type=Path, default=DOCS)
     args = p.parse_args()
-    torch.set_num_threads(1)
+    share_cores_with_physics()
     cores = available_cores()
     ray.init(num_cpus=cores, include_dashboard=False, logging_level=logging.WARNING)
     settings = [

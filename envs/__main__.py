@@ -3,6 +3,7 @@
 python -m envs list
 python -m envs show door
 python -m envs sample door --split ood --n 4 --seed 0 > tasks.json
+python -m envs sample door --split val --n 20
 python -m envs render door --split ood --n 4 --out doors.png
 """
 
@@ -13,8 +14,14 @@ import json
 import sys
 from pathlib import Path
 
-from envs.family import SPLITS, Family, TaskBatch, format_domain
-from envs.registry import FAMILIES, make_family
+from envs.family import SPLITS, Family, format_domain
+from envs.registry import FAMILIES, make_family, parse_task_batch
+
+# Four splits, two kinds of region: printed once with the regions so that val and test are not read as regions
+# of their own.
+SPLITS_NOTE = (
+    "splits: train, val and test draw from the train regions (each on its own random stream), ood from the ood regions"
+)
 
 
 def _fmt_regions(f: Family, regions) -> list[str]:
@@ -28,6 +35,7 @@ def _fmt_regions(f: Family, regions) -> list[str]:
 
 
 def cmd_list(_: argparse.Namespace) -> None:
+    print(SPLITS_NOTE)
     for name in FAMILIES:
         f = make_family(name)
         print(f"{name:8s} {f.description}")
@@ -52,6 +60,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     if f.scripted_success is not None:
         print(f"scripted controller: solves ≥ {f.scripted_success:.0%} of train tasks")
     print(f"varies per task (MjModel fields): {', '.join(sorted(f.varying_fields)) or 'none'}")
+    print(SPLITS_NOTE)
     print("parameters:")
     for p in f.params:
         print(f"  {p.name}: {p.doc}; {p.allowed()}")
@@ -71,7 +80,7 @@ def cmd_render(args: argparse.Namespace) -> None:
         batch = f.sample(args.seed, args.n, args.split)
     else:
         try:
-            batch = TaskBatch.from_json(Path(args.tasks).read_text())
+            batch = parse_task_batch(Path(args.tasks).read_text())
         except OSError as e:
             raise ValueError(f"--tasks {args.tasks} cannot be read: {e.strerror}") from None
         if batch.family != f.name:
@@ -107,7 +116,12 @@ def parser() -> argparse.ArgumentParser:
     ):
         c = sub.add_parser(name, help=text)
         c.add_argument("family", choices=list(FAMILIES))
-        c.add_argument("--split", choices=SPLITS, default="train", help="split to sample from")
+        c.add_argument(
+            "--split",
+            choices=SPLITS,
+            default="train",
+            help="split to sample from (val and test draw from train's region)",
+        )
         c.add_argument("--n", type=int_at_least(1), default=4, help="number of tasks")
         c.add_argument("--seed", type=int, default=0, help="sampling seed")
         c.set_defaults(run=run)

@@ -1,7 +1,8 @@
-"""Task families: one MuJoCo model structure plus a parameter space with train/test/ood regions.
+"""Task families: one MuJoCo model structure plus a parameter space with train and ood regions.
 
 A family owns everything that defines its tasks: the model it builds from ``assets/`` with
-``mujoco.MjSpec``, its named parameters and the region each split draws from, and the batched
+``mujoco.MjSpec``, its named parameters and the region each split draws from (``train``, ``val`` and ``test``
+from the train regions, ``ood`` from the held-out ones), and the batched
 functions that turn simulator state into observation, reward terms and success. Those functions take
 torch tensors with a leading world axis ``B`` so that the single-task gymnasium env (``B = 1``) and the
 batched vector env share one implementation.
@@ -28,7 +29,14 @@ import numpy as np
 import torch
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SPLITS = ("train", "test", "ood")
+SPLITS = ("train", "val", "test", "ood")
+HELD_OUT = ("val", "test", "ood")
+"""The splits evaluation may draw from: tune on ``val``, report ``test`` and ``ood``."""
+
+# Each split's random stream for an integer seed: ``default_rng([seed, _STREAM[split]])``. The numbers are fixed
+# here, not taken from the position in ``SPLITS``: train, test and ood had 0, 1 and 2 before ``val`` existed, and
+# saved runs and results name their tasks by (seed, split), so those draws must stay what they were.
+_STREAM = {"train": 0, "test": 1, "ood": 2, "val": 3}
 
 # MjModel fields MuJoCo Warp 4.0 can hold per world (``Model`` fields whose array spec starts with ``*``, so
 # ``put_model(..., batch_sizes=...)`` accepts them; read from ``mujoco_warp._src.types``), and the batchable
@@ -146,7 +154,10 @@ def _domains_disjoint(a: Domain, b: Domain) -> bool:
 
 @dataclass(frozen=True)
 class TaskBatch:
-    """``n`` tasks of one family, JSON-serializable. ``tasks[i]`` maps every parameter name to its value."""
+    """``n`` tasks of one family, JSON-serializable. ``tasks[i]`` maps every parameter name to its value.
+
+    :meth:`to_json` writes one; :func:`envs.registry.parse_task_batch` reads it back (it needs the family to
+    validate the tasks, and the registry is what knows the families)."""
 
     family: str
     split: str
@@ -166,29 +177,6 @@ class TaskBatch:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
-
-    @staticmethod
-    def from_json(text: str) -> TaskBatch:
-        """Parse and validate a batch written by :meth:`to_json` (raises ``ValueError`` naming the field)."""
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"task batch is not valid JSON: {e}") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("tasks"), list):
-            raise ValueError("task batch must be a JSON object with 'family', 'split' and a list 'tasks'")
-        if not obj["tasks"]:
-            raise ValueError("task batch tasks=[] is not allowed: expected at least one task")
-        from envs.registry import make_family
-
-        family = make_family(obj.get("family"))
-        split = obj.get("split")
-        if split not in SPLITS:
-            raise ValueError(f"task batch split={split!r} is not allowed: expected one of {', '.join(SPLITS)}")
-        tasks = tuple(family.validate(t, where=f"tasks[{i}]") for i, t in enumerate(obj["tasks"]))
-        seed = obj.get("seed")
-        if seed is not None and not isinstance(seed, int):
-            raise ValueError(f"task batch seed={seed!r} is not allowed: expected an integer or null")
-        return TaskBatch(family.name, split, tasks, seed)
 
 
 @dataclass
@@ -220,6 +208,10 @@ class SimState:
 class Family:
     """Base class of a task family. Subclasses set the class attributes and implement the hooks.
 
+    Splits: ``train`` draws from the :attr:`train` regions and ``ood`` from the :attr:`ood` regions. ``val`` and
+    ``test`` draw from the train regions too, as unseen tasks of the training distribution: tune on ``val``, report
+    ``test``. ``val`` draws come from the test region on their own stream, so they never coincide with a test draw.
+
     Batched hooks take ``task``: a dict of per-world tensors ``[B]`` (categories as their index, see
     :meth:`Param.encode`), built by :meth:`task_tensors`.
     """
@@ -230,7 +222,7 @@ class Family:
     """File in ``assets/`` the spec is built from."""
     params: ClassVar[tuple[Param, ...]]
     train: ClassVar[tuple[Region, ...]]
-    """Union of regions the ``train`` and ``test`` splits draw from."""
+    """Union of regions the ``train``, ``val`` and ``test`` splits draw from."""
     ood: ClassVar[tuple[Region, ...]]
     """Union of held-out regions, each disjoint from every train region in at least one parameter."""
     varying_fields: ClassVar[frozenset[str]]
@@ -283,7 +275,7 @@ class Family:
         return self.ood if split == "ood" else self.train
 
     def in_split(self, task: Task, split: str) -> bool:
-        """Whether ``task`` lies in the region ``split`` draws from (``test`` shares ``train``'s region)."""
+        """Whether ``task`` lies in the region ``split`` draws from (``val`` and ``test`` share ``train``'s)."""
         return any(all(_in_domain(task[k], r[k]) for k in r) for r in self.split_regions(split))
 
     def default_task(self) -> Task:
@@ -301,15 +293,17 @@ class Family:
 
     def sample(self, rng: int | np.random.Generator, n: int, split: str = "train") -> TaskBatch:
         """Draw ``n`` tasks from ``split``'s region: a region of the union uniformly, then each parameter
-        uniformly in its domain. An integer seed gives each split its own stream, so ``train`` and
-        ``test`` draws from one seed differ."""
+        uniformly in its domain. An integer seed gives each split its own stream, so ``train``, ``val`` and
+        ``test`` draws from one seed differ although they share a region. Tune on ``val``, report ``test``: val
+        draws come from the test region on their own stream, so they never coincide with a test draw (of any
+        seed). A ``numpy.random.Generator`` is used as it is, and the batch then records no seed."""
         regions = self.split_regions(split)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n={n!r} is not allowed: expected a positive integer")
         seed = None
         if not isinstance(rng, np.random.Generator):
             seed = int(rng)
-            rng = np.random.default_rng([seed, SPLITS.index(split)])
+            rng = np.random.default_rng([seed, _STREAM[split]])
         tasks = []
         for _ in range(n):
             r = regions[int(rng.integers(len(regions)))]

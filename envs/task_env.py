@@ -33,7 +33,7 @@ class TaskEnv(gym.Env):
 
     :param family: family name (``grasp``, ``terrain``, ``door``, ``point``, ``cheetah``) or instance.
     :param task: the task's parameters (a dict, or a one-task ``TaskBatch``); ``None`` samples one.
-    :param split: split to sample from when ``task`` is ``None``: ``train``, ``test`` or ``ood``.
+    :param split: split to sample from when ``task`` is ``None``: ``train``, ``val``, ``test`` or ``ood``.
     :param seed: seed of that sample (``None``: a fresh random task).
     :param render_mode: ``None`` or ``"rgb_array"`` (offscreen).
     :param width: rendered image width in pixels.

@@ -21,7 +21,7 @@ import torch
 from envs.family import Family, TaskBatch
 from envs.noise import WorldRandom
 from envs.registry import make_family
-from envs.sim import make_sim
+from envs.sim import SimSettings, make_sim
 
 
 class TaskVecEnv:
@@ -30,10 +30,9 @@ class TaskVecEnv:
     :param family: family name or instance.
     :param tasks: the tasks (one family, any split).
     :param envs_per_task: parallel copies of each task.
-    :param backend: ``"cpu"`` (MuJoCo's threaded batch) or ``"warp"`` (MuJoCo Warp).
-    :param device: ``"cpu"`` or ``"cuda"`` (``cuda`` needs the ``warp`` backend and a GPU).
+    :param sim: engine, device and threads of the batched simulator (default: MuJoCo's CPU batch on every
+        available core; ``SimSettings("warp", "cuda")`` for a GPU).
     :param seed: seed of the reset noise.
-    :param nthread: threads of the ``cpu`` backend (default: the cores available).
     """
 
     def __init__(
@@ -41,13 +40,11 @@ class TaskVecEnv:
         family: str | Family,
         tasks: TaskBatch,
         envs_per_task: int,
-        backend: str = "cpu",
-        device: str = "cpu",
+        sim: SimSettings = SimSettings(),  # noqa: B008 (a frozen dataclass: one shared default is safe)
         seed: int = 0,
-        nthread: int | None = None,
     ) -> None:
         self.family = make_family(family) if isinstance(family, str) else family
-        self.sim = make_sim(self.family, backend, device, nthread)
+        self.sim = make_sim(self.family, sim)
         self.device = self.sim.device
         self.obs_dim, self.action_dim = self.family.obs_dim, self.family.action_dim
         self._seed = seed

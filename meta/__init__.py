@@ -1,1 +1,2 @@
-"""Meta-RL training: the run configuration, checkpoints and the MAML/FOMAML/Meta-SGD/Reptile outer loops."""
+"""Meta-RL training: the run configuration, the outer loops (MAML, FOMAML, Meta-SGD, Reptile), the trainer, its run
+folder and checkpoints, and Ray workers."""

@@ -1,9 +1,9 @@
 """The configuration of one meta-training run, from defaults, a YAML file and command-line flags.
 
 :class:`TrainConfig` is the single source: its field docstrings (the string literal under each field, as tyro
-and CleanRL write them) are also the ``--help`` text, and :func:`parse_args` builds its flags from the fields,
-so a new option is one new field. Values are checked once, in ``TrainConfig.__post_init__``, whichever way
-they arrive; every refusal is a one-line ``ValueError`` naming the field and what is allowed.
+and CleanRL write them) are also the ``--help`` text, and :func:`parse_args` builds its flags from the fields
+(:mod:`meta.flags`), so a new option is one new field. Values are checked once, in ``TrainConfig.__post_init__``,
+whichever way they arrive; every refusal is a one-line ``ValueError`` naming the field and what is allowed.
 
 Precedence: field defaults < ``--config FILE.yaml`` < flags given on the command line.
 """
@@ -11,27 +11,26 @@ Precedence: field defaults < ``--config FILE.yaml`` < flags given on the command
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import math
 import re
-import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from agents.inner_loop import CRITICS, InnerLoop
+from agents.policy import ActorCritic
 from agents.ppo import LossWeights
 from envs.family import Family
 from envs.oracle import OracleFamily
 from envs.registry import FAMILIES, make_family
-from envs.sim import BACKENDS, DEVICES
+from envs.sim import SimSettings
+from meta.flags import add_flags, flag
 
 ALGOS = ("maml", "fomaml", "metasgd", "reptile", "multitask")
 DISTRIBUTED = ("none", "ray")
-CRITICS = ("value", "linear")
 
 
 @dataclass(frozen=True)
@@ -105,24 +104,25 @@ class TrainConfig:
     """append the task's parameters to the observation (the oracle baseline: an upper bound, not meta-learning)"""
     checkpoint_every: int = 50
     """also keep a checkpoint every N iterations (latest and best are always kept)"""
-    out: str | None = None
+    out: str | None = field(default=None, metadata={"metavar": "RUN_DIR"})
     """run folder (default: runs/<family>-<algo>-seed<seed>-<timestamp>)"""
+
+    @property
+    def sim(self) -> SimSettings:
+        """The engine this run's worlds step in (its backend and device)."""
+        return SimSettings(self.backend, self.device)
 
     def __post_init__(self) -> None:
         for name, allowed in (
             ("family", tuple(FAMILIES)),
             ("algo", ALGOS),
-            ("backend", BACKENDS),
-            ("device", DEVICES),
             ("distributed", DISTRIBUTED),
             ("critic", CRITICS),
         ):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not allowed: expected one of {', '.join(allowed)}")
-        if self.backend == "cpu" and self.device != "cpu":
-            # Same words as envs.sim.make_sim, so the refusal reads alike before and after a run starts.
-            raise ValueError("device='cuda' is not allowed with backend='cpu': use backend='warp' for a GPU")
+        SimSettings(self.backend, self.device)  # the engine's own rule for a backend and device that go together
 
         for name in (
             "meta_batch",
@@ -198,27 +198,6 @@ def _is_number(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of dataclass ``cls``, in field order, whitespace folded to one line.
-
-    Read from the class source with :mod:`ast`: Python keeps no trace of a bare string after an annotated
-    assignment at run time.
-    """
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    node = next(n for n in tree.body if isinstance(n, ast.ClassDef))
-    docs: dict[str, str] = {}
-    for stmt, after in zip(node.body, node.body[1:], strict=False):
-        if (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(stmt.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[stmt.target.id] = " ".join(after.value.value.split())
-    return docs
-
-
 def family_of(cfg: TrainConfig) -> Family:
     """The family a run trains and is evaluated on: ``cfg.family``, whose policy also sees the task's parameters
     when ``cfg.task_in_obs`` (the oracle baseline, :class:`envs.oracle.OracleFamily`)."""
@@ -229,6 +208,17 @@ def family_of(cfg: TrainConfig) -> Family:
 def loss_weights(cfg: TrainConfig) -> LossWeights:
     """The PPO loss's settings of ``cfg``."""
     return LossWeights(cfg.clip, cfg.vf_coef, cfg.ent_coef, cfg.bound_coef)
+
+
+def inner_loop(cfg: TrainConfig, module: ActorCritic, second_order: bool = False) -> InnerLoop:
+    """The inner loop ``cfg`` gives ``module``: ``cfg.inner_steps`` PPO steps with ``cfg``'s loss, critic, γ and λ,
+    every parameter at ``cfg.inner_lr``, or, when the module reads a context (CAVIA), the context alone at
+    ``cfg.context_lr``. A network without a context (the baselines) adapts every parameter with ``inner_lr``."""
+    names = [name for name, _ in module.named_parameters()]
+    rates = {"context": cfg.context_lr} if "context" in names else dict.fromkeys(names, cfg.inner_lr)
+    return InnerLoop(
+        module, loss_weights(cfg), cfg.critic, cfg.gamma, cfg.gae_lambda, cfg.inner_steps, rates, second_order
+    )
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -342,16 +332,9 @@ def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The ``train.py`` parser: one flag per :class:`TrainConfig` field, plus ``--config`` and ``--resume``.
-
-    Field flags default to ``argparse.SUPPRESS`` so that the namespace holds only the flags actually given,
-    which is what lets them override a ``--config`` file and lets ``--resume`` refuse them.
-    """
+    """The ``train.py`` parser: one flag per :class:`TrainConfig` field (:func:`meta.flags.add_flags`), plus
+    ``--config`` and ``--resume``."""
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Meta-train a policy on a robometa task family (MAML, FOMAML, Meta-SGD or Reptile).",
@@ -364,24 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its latest checkpoint, with its saved config.yaml (no other flags)",
     )
-    docs = field_docs(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        default = f.default
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else str(default).lower()
-        text = docs[f.name] if default is None else f"{docs[f.name]} (default: {shown})"
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text.replace("%", "%%")}
-        kind = str(f.type)
-        if kind == "bool":
-            kw["action"] = argparse.BooleanOptionalAction
-        elif kind == "tuple[int, ...]":
-            kw.update(type=int, nargs="+", metavar="N")
-        elif kind == "int":
-            kw.update(type=int, metavar="N")
-        elif kind == "float":
-            kw.update(type=float, metavar="X")
-        else:
-            kw.update(type=str, metavar="RUN_DIR" if f.name == "out" else f.name.upper())
-        p.add_argument(_flag(f.name), **kw)
+    add_flags(p, TrainConfig)
     return p
 
 
@@ -398,7 +364,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     if resume is not None:
         given = [*(["config"] if config is not None else []), *args]
         if given:
-            p.error(f"--resume continues a run with its saved config: drop {_flag(given[0])}")
+            p.error(f"--resume continues a run with its saved config: drop {flag(given[0])}")
         return TrainConfig(), resume
     try:
         kw = _typed(load_yaml(config), where=config) if config is not None else {}

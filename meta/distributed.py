@@ -1,7 +1,7 @@
 """Meta-training across processes and machines on Ray (``distributed: ray``).
 
 Each meta-batch's tasks are split into contiguous shards, one per Ray actor. An actor is a
-:class:`meta.trainer.MetaBatchWorker` with its own batched simulator (CPU threads, or its own GPU with
+:class:`meta.worker.MetaBatchWorker` with its own batched simulator (CPU threads, or its own GPU with
 ``device: cuda``): it rolls out and adapts its tasks from the θ it is sent and returns their contribution to the
 outer step. The learner (the ``train.py`` process) adds the contributions up, takes the outer step and sends the
 new θ with the next meta-batch. Reset and action noise are drawn as the whole batch would draw them
@@ -22,7 +22,7 @@ import numpy as np
 
 from envs.family import TaskBatch
 from meta.config import TrainConfig
-from meta.trainer import MetaBatchWorker, ShardResult
+from meta.worker import MetaBatchWorker, ShardResult
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from agents.policy import ActorCritic, Params, stack
 from agents.ppo import ppo_loss
 from agents.rollout import Rollout
-from meta.config import loss_weights
-from meta.outer_loop import Contribution, OuterLoop, step_sizes
+from meta.config import inner_loop
+from meta.outer_loop import Contribution, OuterLoop
 
 
 class MAML(OuterLoop):
@@ -26,9 +28,8 @@ class MAML(OuterLoop):
         self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=cfg.outer_lr)
 
     def contribution(self, phi: Params, support: Rollout, query: Rollout) -> Contribution:
-        c = self.cfg
-        adv, ret = self.advantages(query)
-        loss, terms = ppo_loss(self.module, phi, query, adv, ret, loss_weights(c))
+        adv, ret = self.inner.advantages(query)
+        loss, terms = ppo_loss(self.module, phi, query, adv, ret, self.inner.loss)
         grads = list(torch.autograd.grad(loss.sum(), self.meta_parameters()))
         per_task = {"loss": loss.detach(), "policy_loss": terms["policy_loss"], "value_loss": terms["value_loss"]}
         return Contribution(grads, per_task, None)
@@ -57,15 +58,14 @@ class FOMAML(MAML):
 
 class MetaSGD(MAML):
     def __init__(self, module: ActorCritic, theta: Params, cfg) -> None:
-        rates = step_sizes(cfg, theta)
+        # The configured step sizes are where the learned ones start; the optimizer (MAML's) moves both.
+        rates = inner_loop(cfg, module).rates
         self.alpha = {k: torch.full_like(theta[k], rate, requires_grad=True) for k, rate in rates.items()}
         super().__init__(module, theta, cfg)
+        self.inner = dataclasses.replace(self.inner, rates=self.alpha)
 
     def meta_parameters(self) -> list[torch.Tensor]:
         return [*super().meta_parameters(), *self.alpha.values()]
-
-    def inner_lr(self) -> Params:
-        return self.alpha
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "alpha": {k: v.detach().clone() for k, v in self.alpha.items()}}
@@ -92,11 +92,10 @@ class MultiTask(MAML):
         return Contribution(None, {}, (support, query))
 
     def apply(self, total: Contribution, n_tasks: int) -> dict[str, float]:
-        c = self.cfg
-        batches = [(batch, *self.advantages(batch)) for batch in total.rollouts]
+        batches = [(batch, *self.inner.advantages(batch)) for batch in total.rollouts]
         for _ in range(self.epochs):
             theta = stack(self.theta, n_tasks)
-            loss = sum(ppo_loss(self.module, theta, b, a, r, loss_weights(c))[0].mean() for b, a, r in batches)
+            loss = sum(ppo_loss(self.module, theta, b, a, r, self.inner.loss)[0].mean() for b, a, r in batches)
             self.optimizer.zero_grad()
             loss.backward()
             metrics = self._step()

@@ -8,7 +8,12 @@ task's parameters (subtree masses, inverse weights, bounding boxes) come along. 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import mujoco
@@ -23,6 +28,7 @@ CACHE_DIR = Path(__file__).resolve().parents[2] / ".warp_cache"
 per family on a CPU, a warm load under a second."""
 
 
+@functools.cache  # once per process: setting the cache folder again after Warp started would point it elsewhere
 def _import_warp():
     try:
         import warp
@@ -31,10 +37,36 @@ def _import_warp():
     # Configuration takes effect only before Warp's runtime starts, and importing mujoco_warp starts it.
     warp.config.kernel_cache_dir = os.environ.get("WARP_CACHE_PATH", str(CACHE_DIR))
     warp.config.log_level = warp.LOG_WARNING  # no start-up banner or per-module compile lines
-    import mujoco_warp
+    with _without_stderr_lines(NO_CUDA_DRIVER):
+        import mujoco_warp
 
-    warp.init()
+        warp.init()
     return warp, mujoco_warp
+
+
+NO_CUDA_DRIVER = b"Warp CUDA warning: Could not find or load the NVIDIA CUDA driver"
+"""What Warp's native runtime prints on every start on a machine without a GPU, even for the CPU device. A run that
+asks for ``cuda`` there is refused in one line of our own (:func:`warp_device`); on the CPU it is noise."""
+
+
+@contextlib.contextmanager
+def _without_stderr_lines(prefix: bytes) -> Iterator[None]:
+    """Run the block with the process's stderr (file descriptor 2, which native code writes to) captured, then pass
+    on every captured line except those starting with ``prefix``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True) if not line.startswith(prefix)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def warp_device(device: str) -> str:

@@ -17,7 +17,10 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from benchmarks import learning
+from benchmarks.learning import cells, report
+from benchmarks.learning.__main__ import main
+from benchmarks.learning.plan import load_plan
+from envs.family import HELD_OUT
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "benchmarks" / "plans" / "smoke.yaml"
@@ -39,7 +42,7 @@ def smoke(tmp_path_factory) -> Path:
 
 
 def test_results_json_has_one_well_formed_record_per_family_algo_split_method_and_k(smoke):
-    plan = learning.load_plan(SMOKE)
+    plan = load_plan(SMOKE)
     (cell,) = plan.cells
     records = json.loads((smoke / "docs" / "results.json").read_text())
     keys = [(r["family"], r["algo"], r["split"], r["method"], r["k"]) for r in records]
@@ -53,7 +56,7 @@ def test_results_json_has_one_well_formed_record_per_family_algo_split_method_an
     assert len(keys) == len(set(keys)) and set(keys) == expected
     per_step = cell.eval.support_episodes * 50  # point episodes are 50 steps
     for r in records:
-        assert list(r) == list(learning.RECORD_KEYS)
+        assert list(r) == list(report.RECORD_KEYS)
         numbers = [r[k] for k in ("success_iqm", "success_ci_low", "success_ci_high", "return_iqm", "wall_clock_s")]
         assert 0 <= r["success_mean"] <= 1, r
         assert all(isinstance(x, float | int) and math.isfinite(x) for x in numbers), r
@@ -148,8 +151,11 @@ def test_changed_baseline_settings_refuse_the_cached_baselines_and_once_they_are
     args = ["--plan", str(tmp_path / "smoke.yaml"), "--results", str(tmp_path / "results"), "--status"]
     out = plan_cli(*args)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
-    assert "multitask-3 holds a baseline trained with log_std_init=0.0 but the plan now says -1.0" in out.stderr
-    (cell,) = learning.load_plan(tmp_path / "smoke.yaml").cells
+    assert (
+        "multitask-3 was trained with log_std_init=0.0, but the plan now says -1.0: restore the plan, or delete the "
+        "folder to train the baseline again" in out.stderr
+    )
+    (cell,) = load_plan(tmp_path / "smoke.yaml").cells
     run = tmp_path / "results" / "smoke" / cell.name
     # as if the oracle were trained again with the settings in its place, and the multitask baseline deleted
     saved = yaml.safe_load((run / "eval" / "oracle-3" / "config.yaml").read_text())
@@ -157,7 +163,7 @@ def test_changed_baseline_settings_refuse_the_cached_baselines_and_once_they_are
     shutil.rmtree(run / "eval" / "multitask-3")
     out = plan_cli(*args)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1].startswith("0 done, 1 partial, 0 todo")
-    assert learning.progress(cell, run).unmeasured == {s: ["multitask", "oracle", "search"] for s in ("test", "ood")}
+    assert cells.progress(cell, run).unmeasured == {s: ["multitask", "oracle", "search"] for s in ("test", "ood")}
     # the plan's own measurements record the settings they were made with
     assert all(json.loads(e.read_text())["baseline_settings"] == {} for e in (smoke / "results").rglob("eval.json"))
 
@@ -175,6 +181,17 @@ def test_a_cell_trained_on_another_version_of_its_family_is_refused(smoke, tmp_p
     out = plan_cli("--plan", str(SMOKE), "--results", str(tmp_path / "results"), "--status")
     assert out.returncode == 2 and message in out.stderr and "delete the folder" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_cell_trained_with_another_config_than_the_plan_now_says_is_refused(smoke, tmp_path):
+    # The same plan name (so the same runs) with another inner step size: even --status refuses the run.
+    (tmp_path / "smoke.yaml").write_text(SMOKE.read_text().replace("inner_lr: 1.0", "inner_lr: 0.5"))
+    out = plan_cli("--plan", str(tmp_path / "smoke.yaml"), "--results", str(smoke / "results"), "--status")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert (
+        "point-maml-seed0 was trained with inner_lr=1.0, but the plan now says 0.5: restore the plan, or delete the "
+        "folder to train the cell again" in out.stderr
+    )
 
 
 def test_the_plans_notes_are_shown_in_results_md_under_what_mattered(smoke, tmp_path):
@@ -195,31 +212,51 @@ def test_seeds_of_one_family_and_algo_may_run_different_baselines_but_not_anothe
         {"family": "point", "algo": "maml", "seeds": [1], "eval": {"baselines": ["scratch"]}},
     ]
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(plan))
-    cells = learning.load_plan(tmp_path / "ok.yaml").cells
-    assert [c.eval.baselines for c in cells] == [("scratch", "multitask", "sb3", "oracle", "search"), ("scratch",)]
+    planned = load_plan(tmp_path / "ok.yaml").cells
+    assert [c.eval.baselines for c in planned] == [("scratch", "multitask", "sb3", "oracle", "search"), ("scratch",)]
     plan["cells"][1]["eval"]["n_tasks"] = 5
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(plan))
     with pytest.raises(ValueError, match="point-maml-seed1 has other train or eval settings than point-maml-seed0"):
-        learning.load_plan(tmp_path / "bad.yaml")
+        load_plan(tmp_path / "bad.yaml")
 
 
 def test_status_estimates_what_is_left_from_the_finished_cells(smoke, tmp_path, capsys):
     # The same plan name (so the same runs) with a second seed: that cell is todo, estimated from seed 0's times.
     text = SMOKE.read_text().replace("seeds: [0]", "seeds: [0, 1]")
     (tmp_path / "smoke.yaml").write_text(text)
-    assert learning.main(["--plan", str(tmp_path / "smoke.yaml"), "--results", str(smoke / "results"), "--status"]) == 0
+    assert main(["--plan", str(tmp_path / "smoke.yaml"), "--results", str(smoke / "results"), "--status"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[:2] for line in lines[1:3]] == [["point-maml-seed0", "done"], ["point-maml-seed1", "todo"]]
     assert lines[-1].startswith("1 done, 0 partial, 1 todo of 2 cells: about ")
-    plan = learning.load_plan(tmp_path / "smoke.yaml")
-    estimator = learning.Estimator(plan, smoke / "results")
+    plan = load_plan(tmp_path / "smoke.yaml")
+    estimator = cells.Estimator(plan, smoke / "results")
     todo = plan.cells[1]
-    left = estimator.left(todo, learning.progress(todo, smoke / "results" / todo.name))
+    left = estimator.left(todo, cells.progress(todo, smoke / "results" / todo.name))
     assert 0 < left < 60  # measured: seconds, not the plan's default minutes
 
 
+def test_a_plan_may_evaluate_any_held_out_split_and_the_report_shows_test_ood_then_val(tmp_path):
+    import yaml
+
+    (tmp_path / "val.yaml").write_text(yaml.safe_dump(_with("eval.splits", ["val", "test"])))
+    plan = load_plan(tmp_path / "val.yaml")
+    assert plan.cells[0].eval.splits == ("val", "test") and load_plan(SMOKE).cells[0].eval.splits == ("test", "ood")
+    assert sorted(report.SPLITS) == sorted(HELD_OUT) and report.SPLITS[:2] == ("test", "ood")
+    numbers = (0.5, 0.4, 0.6, 0.5, -1.0, 0, 1.0, [0])
+    records = [
+        dict(zip(report.RECORD_KEYS, ("point", "maml", split, method, k, *numbers), strict=True))
+        for split in ("val", "test")
+        for method in ("maml", "scratch")
+        for k in (0, 1)
+    ]
+    md = report.markdown(plan, tmp_path, records, {}, "python -m benchmarks.learning")
+    for section in ("## Headline", "## Every algorithm and baseline"):
+        table = md.split(section)[1].split("\n\n")[2].splitlines()[2:]
+        assert list(dict.fromkeys(line.split("|")[3].strip() for line in table)) == ["test", "val"], section
+
+
 def test_the_headline_shows_each_records_numbers_under_its_column_and_the_oracle_before_adapting(tmp_path):
-    plan = learning.load_plan(SMOKE)
+    plan = load_plan(SMOKE)
     (cell,) = plan.cells
     steps, methods = cell.eval.steps, (cell.algo, *cell.eval.baselines)
     records = {}
@@ -228,20 +265,20 @@ def test_the_headline_shows_each_records_numbers_under_its_column_and_the_oracle
             for k in range(steps + 1):
                 v = (20 * i + 5 * k + s) / 100  # a different success for every split, method and k
                 values = ("point", cell.algo, split, method, k, v, v - 0.01, v + 0.01, v + 0.005, -1.0, 0, 1.0, [0])
-                records[split, method, k] = dict(zip(learning.RECORD_KEYS, values, strict=True))
-    md = learning.markdown(plan, tmp_path, list(records.values()), {}, "python -m benchmarks.learning")
+                records[split, method, k] = dict(zip(report.RECORD_KEYS, values, strict=True))
+    md = report.markdown(plan, tmp_path, list(records.values()), {}, "python -m benchmarks.learning")
     table = md.split("## Headline")[1].split("\n\n")[2].splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     for line in table[2:]:
         row = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
         split = row["split"]
-        assert row["pre (k = 0)"] == learning._success(records[split, cell.algo, 0], with_mean=True)
-        assert row["post (k = K)"] == learning._success(records[split, cell.algo, steps], with_mean=True)
+        assert row["pre (k = 0)"] == report._success(records[split, cell.algo, 0], with_mean=True)
+        assert row["post (k = K)"] == report._success(records[split, cell.algo, steps], with_mean=True)
         for baseline in cell.eval.baselines:
             if baseline == "oracle":  # sees the task: its bound is before adaptation
-                assert row["oracle (k = 0)"] == learning._success(records[split, baseline, 0])
+                assert row["oracle (k = 0)"] == report._success(records[split, baseline, 0])
             else:
-                assert row[baseline] == learning._success(records[split, baseline, steps]), baseline
+                assert row[baseline] == report._success(records[split, baseline, steps]), baseline
     assert [line.split("|")[3].strip() for line in table[2:]] == ["test", "ood"]
 
 
@@ -272,7 +309,8 @@ def _with(path: str, value) -> dict:
             "eval.support_episodes=21 is not allowed with steps=1: expected steps × support_episodes ≤ 20 "
             "(support episodes per task in all)",
         ),
-        (_with("eval.splits", ["train"]), "eval.splits=['train'] is not allowed"),
+        (_with("eval.splits", ["train"]), "eval.splits=['train'] is not allowed: expected a list of val, test, ood"),
+        (_with("eval.splits", []), "eval.splits=[] is not allowed: expected one or more of val, test, ood"),
         (_with("eval.baselines", ["pearl"]), "eval.baselines=['pearl'] is not allowed"),
         (
             _with("eval.baselines", ["scratch", "search"]),
@@ -302,7 +340,7 @@ def test_a_bad_plan_exits_2_with_one_line_naming_the_field(tmp_path, capsys, pla
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(plan))
     with pytest.raises(SystemExit) as e:
-        learning.main(["--plan", str(path), "--results", str(tmp_path / "results"), "--status"])
+        main(["--plan", str(path), "--results", str(tmp_path / "results"), "--status"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "results").exists()
@@ -317,11 +355,11 @@ def test_a_missing_plan_file_exits_2_from_the_command_line(tmp_path):
 
 def test_a_cell_another_process_holds_is_skipped_not_run_twice(tmp_path):
     run = tmp_path / "results" / "smoke" / "point-maml-seed0"
-    with learning.held(run) as mine:
+    with cells.held(run) as mine:
         assert mine
         out = plan_cli("--plan", str(SMOKE), "--results", str(tmp_path / "results"), "--out", str(tmp_path / "docs"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "point-maml-seed0: another process is running it; skipped" in out.stdout + out.stderr
     assert not run.exists()
-    with learning.held(run) as mine:  # the skipping process let go of nothing it did not hold
+    with cells.held(run) as mine:  # the skipping process let go of nothing it did not hold
         assert mine

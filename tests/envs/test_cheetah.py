@@ -7,8 +7,7 @@ import json
 import numpy as np
 import torch
 
-from envs.family import TaskBatch
-from envs.registry import make_family
+from envs.registry import make_family, parse_task_batch
 from envs.vec_env import TaskVecEnv
 
 
@@ -17,7 +16,7 @@ def test_success_is_judged_only_when_the_episode_ends():
     batch = json.loads(family.sample(np.random.default_rng(0), 2, "train").to_json())
     batch["tasks"][0]["target_velocity"] = 0.05  # standing still is within 0.2 m/s of it
     batch["tasks"][1]["target_velocity"] = 1.5
-    env = TaskVecEnv(family, TaskBatch.from_json(json.dumps(batch)), 2, seed=0)
+    env = TaskVecEnv(family, parse_task_batch(json.dumps(batch)), 2, seed=0)
     env.reset()
     solved_at = []
     for t in range(family.episode_length):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import envs
-from envs.family import TaskBatch
+from envs.registry import parse_task_batch
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -33,8 +33,24 @@ def test_show_json_describes_the_family():
 
 def test_sample_prints_a_task_batch_that_parses_back():
     out = run("sample", "point", "--split", "ood", "--n", "3", "--seed", "4")
-    batch = TaskBatch.from_json(out.stdout)
+    batch = parse_task_batch(out.stdout)
     assert batch == envs.make_family("point").sample(4, 3, "ood")
+
+
+def test_sample_draws_from_the_val_split():
+    out = run("sample", "door", "--split", "val", "--n", "20")
+    assert out.returncode == 0, out.stderr
+    batch = parse_task_batch(out.stdout)
+    assert batch.split == "val" and batch == envs.make_family("door").sample(0, 20, "val")
+    assert batch != envs.make_family("door").sample(0, 20, "test")
+
+
+@pytest.mark.parametrize("args", [("list",), ("show", "door")])
+def test_list_and_show_say_val_and_test_draw_from_the_train_regions(args):
+    out = run(*args)
+    assert out.returncode == 0, out.stderr
+    assert "train, val and test draw from the train regions" in out.stdout
+    assert "val:" not in out.stdout and "test:" not in out.stdout  # no regions of their own
 
 
 def test_render_writes_a_grid_whose_tiles_differ(tmp_path):
@@ -53,7 +69,7 @@ def test_render_writes_a_grid_whose_tiles_differ(tmp_path):
     ("args", "message"),
     [
         (("show", "drawer"), "invalid choice: 'drawer'"),
-        (("render", "point", "--split", "val", "--out", "x.png"), "invalid choice: 'val'"),
+        (("render", "point", "--split", "validation", "--out", "x.png"), "invalid choice: 'validation'"),
         (("render", "point", "--n", "0", "--out", "x.png"), "argument --n: 0 is below 1"),
         (("render", "point", "--out", "/no/such/dir/x.png"), "folder /no/such/dir does not exist"),
         (("render", "point", "--out", "x.jpg"), "expected a .png file"),

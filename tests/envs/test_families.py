@@ -12,6 +12,7 @@ import pytest
 
 import envs
 from envs.family import SPLITS, UNBATCHED_DERIVED, WARP_BATCHABLE
+from envs.sim import share_cores_with_physics
 from envs.task_env import TaskEnv
 from envs.vec_env import scripted_success_rate
 
@@ -137,7 +138,7 @@ def test_sb3_ppo_trains_on_the_gymnasium_id(name):
     import torch
     from stable_baselines3 import PPO
 
-    torch.set_num_threads(1)
+    share_cores_with_physics()
     model = PPO("MlpPolicy", gym.make(envs.gym_id(name), seed=2), n_steps=64, batch_size=32, n_epochs=1, seed=0)
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(128)

@@ -3,24 +3,32 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 import envs
+import envs.family
 from envs.families.point import Point
 from envs.family import Param, TaskBatch, region
+from envs.registry import parse_task_batch
 from envs.task_env import TaskEnv
 
 
 def test_task_batch_round_trips_through_json():
     batch = envs.make_family("point").sample(0, 5, "ood")
-    assert TaskBatch.from_json(batch.to_json()) == batch
+    assert parse_task_batch(batch.to_json()) == batch
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda: envs.make_family("drawer"), "family='drawer' is not known: expected one of grasp, terrain, door"),
-        (lambda: envs.make_family("point").sample(0, 3, "val"), "split='val' is not allowed: expected one of train"),
+        (
+            lambda: envs.make_family("point").sample(0, 3, "validation"),
+            "split='validation' is not allowed: expected one of train, val, test, ood",
+        ),
         (lambda: envs.make_family("point").sample(0, 0, "train"), "n=0 is not allowed"),
         (
             lambda: envs.make_family("point").validate({"goal_angle": 400.0, "goal_radius": 1.0}),
@@ -35,15 +43,23 @@ def test_task_batch_round_trips_through_json():
             lambda: envs.make_family("point").validate({"goal_angle": 1.0, "goal_radius": 1.0, "mass": 2}),
             "task.mass is not a parameter of point",
         ),
-        (lambda: TaskBatch.from_json("{not json"), "task batch is not valid JSON"),
-        (lambda: TaskBatch.from_json('{"family": "point", "split": "train"}'), "task batch must be a JSON object"),
+        (lambda: parse_task_batch("{not json"), "task batch is not valid JSON"),
+        (lambda: parse_task_batch('{"family": "point", "split": "train"}'), "task batch must be a JSON object"),
         (
-            lambda: TaskBatch.from_json('{"family": "point", "split": "train", "tasks": []}'),
+            lambda: parse_task_batch('{"family": "point", "split": "train", "tasks": []}'),
             "task batch tasks=[] is not allowed: expected at least one task",
         ),
         (
-            lambda: TaskBatch.from_json('{"family": "point", "split": "train", "tasks": [{"goal_angle": 1}]}'),
+            lambda: parse_task_batch('{"family": "point", "split": "train", "tasks": [{"goal_angle": 1}]}'),
             "tasks[0].goal_radius is missing",
+        ),
+        (
+            lambda: parse_task_batch('{"family": ["point"], "split": "train", "tasks": [{}]}'),
+            "task batch family=['point'] is not known: expected one of grasp",
+        ),
+        (
+            lambda: parse_task_batch('{"family": "point", "split": "validation", "tasks": [{}]}'),
+            "task batch split='validation' is not allowed: expected one of train, val, test, ood",
         ),
         (lambda: TaskEnv("point", render_mode="human"), "render_mode='human' is not allowed"),
     ],
@@ -53,6 +69,16 @@ def test_bad_input_raises_one_line_value_error_naming_the_field(call, message):
         call()
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_family_module_does_not_import_the_registry():
+    """The registry imports envs.family; a function-level import back would be a cycle. Parsing a task batch, which
+    needs a family by name, is the registry's job (parse_task_batch)."""
+    tree = ast.parse(Path(envs.family.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("envs")}
+    assert not hasattr(TaskBatch, "from_json")
 
 
 def test_category_outside_the_family_is_refused():

@@ -10,7 +10,9 @@ import torch
 
 import envs
 from envs.family import TaskBatch
-from envs.sim import make_sim
+from envs.sim import SimSettings, make_sim
+from envs.sim.cpu import available_cores
+from envs.vec_env import TaskVecEnv
 
 FAMILIES = list(envs.FAMILIES)
 E = 2  # envs per task
@@ -22,7 +24,7 @@ def mixed_tasks(name: str) -> TaskBatch:
 
 
 def started(name: str, backend: str, tasks: TaskBatch):
-    sim = make_sim(envs.make_family(name), backend, "cpu")
+    sim = make_sim(envs.make_family(name), SimSettings(backend))
     sim.set_tasks(tasks, E)
     sim.reset(torch.arange(sim.num_worlds), np.random.default_rng(0))
     return sim
@@ -119,17 +121,32 @@ def test_a_diverging_world_is_flagged_and_others_are_not():
         ("cpu", "cuda", "device='cuda' is not allowed with backend='cpu'"),
     ],
 )
-def test_make_sim_refuses_unknown_backends_and_devices(backend, device, message):
+def test_sim_settings_refuse_unknown_backends_and_devices(backend, device, message):
     with pytest.raises(ValueError) as e:
-        make_sim(envs.make_family("point"), backend, device)
-    assert message in str(e.value)
+        SimSettings(backend, device)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("nthread", [0, -1, 1.5, True, "2"])
+def test_sim_settings_refuse_a_thread_count_that_is_not_a_positive_integer(nthread):
+    with pytest.raises(ValueError) as e:
+        SimSettings(nthread=nthread)
+    assert str(e.value).startswith(f"nthread={nthread!r} is not allowed: expected a positive integer")
+
+
+def test_sim_settings_reach_the_engine():
+    sim = make_sim(envs.make_family("point"), SimSettings("cpu", "cpu", nthread=1))
+    assert sim.backend == "cpu" and sim.nthread == 1
+    assert make_sim(envs.make_family("point")).nthread == available_cores()
+    env = TaskVecEnv("point", envs.make_family("point").sample(0, 2), 2, SimSettings(nthread=1), seed=3)
+    assert env.sim.nthread == 1 and env._seed == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_asking_for_cuda_without_a_gpu_is_an_error_not_a_cpu_run():
     pytest.importorskip("mujoco_warp")
     with pytest.raises(ValueError, match="device='cuda' is not available here"):
-        make_sim(envs.make_family("point"), "warp", "cuda")
+        make_sim(envs.make_family("point"), SimSettings("warp", "cuda"))
 
 
 def test_tasks_of_another_family_are_refused():

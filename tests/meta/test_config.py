@@ -7,15 +7,8 @@ import json
 
 import pytest
 
-from meta.config import (
-    TrainConfig,
-    field_docs,
-    from_dict,
-    load_yaml,
-    parse_args,
-    save_yaml,
-    to_dict,
-)
+from meta.config import TrainConfig, from_dict, load_yaml, parse_args, save_yaml, to_dict
+from meta.flags import field_docs
 
 
 def _exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

@@ -18,8 +18,9 @@ import torch
 
 import train as train_cli
 from meta import checkpoint
+from meta.algorithms import build
 from meta.config import TrainConfig
-from meta.trainer import build, train
+from meta.trainer import train
 
 ray = pytest.importorskip("ray")
 

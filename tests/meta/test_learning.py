@@ -12,8 +12,11 @@ import torch
 
 from envs.registry import make_family
 from envs.vec_env import TaskVecEnv
+from meta.algorithms import build
 from meta.config import TrainConfig
-from meta.trainer import adapt_and_measure, build, load_run, train
+from meta.runs import load_run
+from meta.trainer import train
+from meta.worker import adapt_and_measure
 
 # From a sweep on this machine (docs/training.md; 3 training seeds: post − pre +6.7 to +8.8, every 95 % CI above 0;
 # ~50 s of training on 2 busy cores). One large inner step; observation normalization off (with it, large inner

@@ -12,8 +12,8 @@ import torch
 from agents.policy import ActorCritic, evaluate, init_params, log_prob, stack
 from agents.ppo import ppo_loss
 from agents.rollout import Rollout
-from meta.config import TrainConfig, loss_weights
-from meta.outer_loop import make_outer_loop
+from meta.algorithms import make_outer_loop
+from meta.config import TrainConfig
 
 N, T, E, OBS, ACT = 3, 4, 2, 2, 1  # tasks, steps, envs per task, obs and action sizes
 
@@ -51,9 +51,8 @@ def setup(algo: str, **kw):
 
 def post_adaptation_loss(loop, support, query) -> torch.Tensor:
     phi, _ = loop.adapt(support)
-    adv, ret = loop.advantages(query)
-    c = loop.cfg
-    return ppo_loss(loop.module, phi, query, adv, ret, loss_weights(c))[0].mean()
+    adv, ret = loop.inner.advantages(query)
+    return ppo_loss(loop.module, phi, query, adv, ret, loop.inner.loss)[0].mean()
 
 
 def meta_gradient(algo: str, **kw) -> tuple[torch.Tensor, object, Rollout, Rollout]:
@@ -136,8 +135,8 @@ def test_maml_outer_step_lowers_the_post_adaptation_loss():
 
 def test_the_linear_critic_baselines_advantages_by_each_tasks_own_fit_not_the_value_head():
     _, _, loop, support = setup("maml", critic="linear")
-    adv, ret = loop.advantages(support)
+    adv, ret = loop.inner.advantages(support)
     scrambled = support._replace(values=torch.randn_like(support.values), next_values=torch.randn_like(adv))
-    torch.testing.assert_close(loop.advantages(scrambled), (adv, ret))
+    torch.testing.assert_close(loop.inner.advantages(scrambled), (adv, ret))
     _, _, value_loop, _ = setup("maml", critic="value")
-    assert not torch.allclose(value_loop.advantages(scrambled)[0], value_loop.advantages(support)[0])
+    assert not torch.allclose(value_loop.inner.advantages(scrambled)[0], value_loop.inner.advantages(support)[0])

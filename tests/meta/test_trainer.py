@@ -21,7 +21,8 @@ import torch
 from envs.registry import make_family
 from meta import checkpoint
 from meta.config import TrainConfig, from_dict, load_yaml, to_dict
-from meta.trainer import read_checkpoint, train
+from meta.runs import read_checkpoint
+from meta.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--family", "point", "--meta-batch", "3", "--envs-per-task", "4", "--hidden", "16", "16"]
@@ -152,7 +153,8 @@ def test_resume_refuses_a_run_whose_family_changed_since_it_began(finished_run, 
     (run / "family.json").write_text(json.dumps({**recorded, "reward": "an older reward"}))
     before = digest(run)
     out = run_train("--resume", str(run), cwd=tmp_path)
-    assert out.returncode == 2 and "the point family changed since this run began (its reward differs)" in out.stderr
+    assert out.returncode == 2 and "trained on another version of the point family (its reward differs)" in out.stderr
+    assert "continuing would train on another family; start a new run" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert digest(run) == before
 

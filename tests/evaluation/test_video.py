@@ -1,4 +1,4 @@
-"""``meta.video``: the comparison mp4 (frame count, grid layout, tiles that differ), its input checks and the GL
+"""``evaluation.video``: the comparison mp4 (frame count, grid layout, tiles that differ), its input checks and the GL
 backend choice."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from envs.registry import make_family
-from meta import video
-from meta.video import choose_gl_backend, render_comparison
+from evaluation import video
+from evaluation.video import choose_gl_backend, render_comparison
 
 W, H = 320, 240  # the default tile: the puck is only a few pixels wide, smaller tiles would blur it away
 SMALL = {"width": 160, "height": 120}  # for the tests that need no pixels compared

@@ -12,7 +12,7 @@ import envs
 from agents.normalizer import ObsNormalizer
 from agents.policy import ActorCritic, Params, init_params
 from envs.task_env import TaskEnv
-from meta.sb3_export import export_sb3, mean_action
+from evaluation.sb3_export import export_sb3, mean_action
 
 TOL = 1e-5
 

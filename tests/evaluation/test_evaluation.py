@@ -15,29 +15,29 @@ import numpy as np
 import pytest
 import torch
 
-import meta.evaluation as evaluation
+from agents.inner_loop import InnerLoop
 from agents.policy import evaluate as act
 from agents.policy import stack
 from agents.rollout import collect
-from envs.registry import make_family
+from envs.registry import make_family, parse_task_batch
+from envs.sim import SimSettings
 from envs.vec_env import TaskVecEnv
-from meta.config import TrainConfig
-from meta.evaluation import (
-    EvalConfig,
+from evaluation.baselines import (
     SB3Baseline,
-    adaptation_curve,
     baseline_config,
-    evaluate_methods,
-    meta_method,
     multitask_method,
     oracle_method,
     scratch_method,
     search_method,
 )
-from meta.trainer import load_run, train
+from evaluation.protocol import AdaptedMethod, EvalConfig, adaptation_curve, evaluate_methods
+from meta.config import TrainConfig
+from meta.runs import load_run
+from meta.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 EC = EvalConfig(n_tasks=3, steps=2, support_episodes=3, eval_episodes=5, seeds=(0,))
+CPU = SimSettings()
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +51,21 @@ def run(tmp_path_factory) -> Path:
 
 def method(run: Path):
     cfg, learner, normalizer = load_run(run)
-    return meta_method(cfg, learner, normalizer)
+    return AdaptedMethod.of(cfg.algo, learner, normalizer)
 
 
 def test_k0_is_the_unadapted_policy_and_later_steps_do_not_change_it(run):
     m, family = method(run), make_family("point")
     tasks = family.sample(0, EC.n_tasks, "test")
-    with_steps = adaptation_curve(m, family, tasks, EC, seed=4)
-    without = adaptation_curve(m, family, tasks, dataclasses.replace(EC, steps=0), seed=4)
+    with_steps = adaptation_curve(m, family, tasks, EC, 4, CPU)
+    without = adaptation_curve(m, family, tasks, dataclasses.replace(EC, steps=0), 4, CPU)
     np.testing.assert_array_equal(with_steps["return"][0], without["return"][0])
     # and it is what θ itself scores on the same evaluation episodes
     env = TaskVecEnv(family, tasks, EC.eval_episodes, seed=4)
     first_seed = int(np.random.default_rng(4).integers(2**31, size=1)[0])
     noise = torch.Generator().manual_seed(4)
-    direct = collect(env, m.module, stack(m.theta, EC.n_tasks), m.normalizer, family.episode_length, noise, first_seed)
+    module = m.adaptation.module
+    direct = collect(env, module, stack(m.theta, EC.n_tasks), m.normalizer, family.episode_length, noise, first_seed)
     np.testing.assert_array_equal(without["return"][0], direct.stats["return"].numpy())
     assert with_steps["return"].shape == (3, 3)
 
@@ -77,26 +78,27 @@ def test_a_context_run_adapts_its_context_alone_and_its_baselines_every_paramete
     family = make_family("point")
     tasks = family.sample(0, EC.n_tasks, "test")
     m = method(run)
-    adapted = adaptation_curve(m, family, tasks, EC, seed=0)["adapted"]
+    adapted = adaptation_curve(m, family, tasks, EC, 0, CPU)["adapted"]
     theta = stack(m.theta, EC.n_tasks)
     assert [k for k in theta if not torch.equal(adapted[k], theta[k])] == ["context"]
     for baseline in (scratch_method(cfg, family, 0), multitask_method(run, cfg, 1)):
-        assert "context" not in baseline.theta and baseline.inner_lr == cfg.inner_lr
-        adapted = adaptation_curve(baseline, family, tasks, EC, seed=0)["adapted"]
+        assert "context" not in baseline.theta
+        assert baseline.adaptation.rates == dict.fromkeys(baseline.theta, cfg.inner_lr)
+        adapted = adaptation_curve(baseline, family, tasks, EC, 0, CPU)["adapted"]
         assert all(not torch.equal(adapted[k], stack(baseline.theta, EC.n_tasks)[k]) for k in adapted)
 
 
 def test_adaptation_never_sees_evaluation_episodes(run, monkeypatch):
     seen = []
-    real = evaluation.adapt
+    real = InnerLoop.adapt
 
-    def spy(module, params, batch, *args, **kw):
-        seen.append(batch.obs.shape[2])  # episodes per task in the batch it adapts on
-        return real(module, params, batch, *args, **kw)
+    def spy(self, state, support):
+        seen.append(support.obs.shape[2])  # episodes per task in the batch it adapts on
+        return real(self, state, support)
 
-    monkeypatch.setattr(evaluation, "adapt", spy)
+    monkeypatch.setattr(InnerLoop, "adapt", spy)
     family = make_family("point")
-    adaptation_curve(method(run), family, family.sample(0, EC.n_tasks, "test"), EC, seed=0)
+    adaptation_curve(method(run), family, family.sample(0, EC.n_tasks, "test"), EC, 0, CPU)
     assert seen == [EC.support_episodes] * EC.steps  # one step per k, always on support episodes (3, never 5)
 
 
@@ -105,7 +107,7 @@ def test_every_method_gets_exactly_the_stated_budget(run):
     cfg = load_run(run)[0]
     methods = [method(run), scratch_method(cfg, family, 0), multitask_method(run, cfg, 2), SB3Baseline()]
     ec = dataclasses.replace(EC, n_tasks=2, steps=1)
-    results = evaluate_methods(methods, family, ec)
+    results = evaluate_methods(methods, family, ec, CPU)
     budget = ec.steps * ec.support_episodes * family.episode_length
     assert {m: r["adaptation_env_steps_per_task"] for m, r in results["methods"].items()} == {
         "maml": budget,
@@ -128,7 +130,7 @@ def test_the_sb3_baseline_leaves_no_log_folders_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     family = make_family("point")
     ec = dataclasses.replace(EC, n_tasks=1, steps=1, support_episodes=1, eval_episodes=1)
-    SB3Baseline().curve(family, family.sample(0, 1, "test"), ec, seed=0)
+    SB3Baseline().curve(family, family.sample(0, 1, "test"), ec, 0, CPU)
     assert list(tmp_path.glob("SB3-*")) == []
 
 
@@ -136,7 +138,7 @@ def test_the_oracle_baseline_sees_the_task_and_adapts_on_the_same_tasks(run):
     family = make_family("point")
     cfg = load_run(run)[0]
     oracle = oracle_method(run, cfg, 2)
-    results = evaluate_methods([method(run), oracle], family, EC)
+    results = evaluate_methods([method(run), oracle], family, EC, CPU)
     assert oracle.family.obs_dim == family.obs_dim + len(family.params)
     assert oracle.theta["pi.0.weight"].shape[1] == oracle.family.obs_dim  # its policy takes the task too
     budget = EC.steps * EC.support_episodes * family.episode_length
@@ -162,13 +164,13 @@ def test_the_search_baseline_tells_the_oracles_policy_a_tried_candidate_and_neve
     told = stack({k: v for k, v in search.theta.items() if k != "context"}, EC.n_tasks)
     told["context"] = search.context(family, tasks)
     mean = act(search.module, told, search.normalizer(obs[..., : family.obs_dim]))[0]
-    expected = act(oracle.module, stack(oracle.theta, EC.n_tasks), oracle.normalizer(obs))[0]
+    expected = act(oracle.adaptation.module, stack(oracle.theta, EC.n_tasks), oracle.normalizer(obs))[0]
     torch.testing.assert_close(mean, expected)
     ec = dataclasses.replace(EC, steps=1)
-    curve = search.curve(family, tasks, ec, seed=3)
+    curve = search.curve(family, tasks, ec, 3, CPU)
     assert curve["success"].shape == (2, EC.n_tasks)
     assert curve["adaptation_env_steps"] == ec.support_episodes * family.episode_length
-    np.testing.assert_array_equal(search.curve(family, tasks, ec, seed=3)["return"], curve["return"])
+    np.testing.assert_array_equal(search.curve(family, tasks, ec, 3, CPU)["return"], curve["return"])
     # after one round the policy is told one of that round's candidates: the parameters of tasks from the train split
     rng = np.random.default_rng(3)
     rng.integers(2**31)  # the seed of the k = 0 measurement
@@ -185,7 +187,7 @@ def test_a_cached_baseline_trained_with_another_config_is_refused_and_left_as_it
     cached = run / "eval" / "multitask-2"
     before = {p: p.read_bytes() for p in cached.rglob("*") if p.is_file()}
     with pytest.raises(
-        ValueError, match=r"multitask-2 holds a baseline trained with hidden=\[16, 16\], but this run needs \[8, 8\]"
+        ValueError, match=r"multitask-2 was trained with hidden=\[16, 16\], but this run needs \[8, 8\]"
     ):
         multitask_method(run, dataclasses.replace(cfg, hidden=(8, 8)), 2)
     assert {p: p.read_bytes() for p in cached.rglob("*") if p.is_file()} == before
@@ -205,9 +207,7 @@ def test_a_trained_baseline_takes_its_own_ppo_settings_over_the_runs_but_not_its
         baseline_config(cfg, "multitask", 7, {"log_std_init": 9.0})
     # a baseline cached without the settings is not taken for one with them
     multitask_method(run, load_run(run)[0], 2)
-    with pytest.raises(
-        ValueError, match=r"multitask-2 holds a baseline trained with log_std_init=0.0, but this run needs -1.0"
-    ):
+    with pytest.raises(ValueError, match=r"multitask-2 was trained with log_std_init=0.0, but this run needs -1.0"):
         multitask_method(run, load_run(run)[0], 2, {"log_std_init": -1})
 
 
@@ -284,9 +284,8 @@ def test_a_folder_without_a_checkpoint_exits_2(tmp_path):
 def test_export_sb3_writes_the_adapted_policy_that_ppo_load_opens(run, tmp_path):
     from stable_baselines3 import PPO
 
-    from envs.family import TaskBatch
     from envs.task_env import TaskEnv
-    from meta.sb3_export import mean_action
+    from evaluation.sb3_export import mean_action
 
     family = make_family("point")
     batch = family.sample(5, 1, "test")
@@ -299,7 +298,8 @@ def test_export_sb3_writes_the_adapted_policy_that_ppo_load_opens(run, tmp_path)
     ec = dataclasses.replace(EvalConfig(), steps=2, support_episodes=3)
     m = method(run)
     adapted = {
-        k: v[0] for k, v in adaptation_curve(m, family, TaskBatch.from_json(batch.to_json()), ec, 0)["adapted"].items()
+        k: v[0]
+        for k, v in adaptation_curve(m, family, parse_task_batch(batch.to_json()), ec, 0, CPU)["adapted"].items()
     }
     assert not all(torch.equal(adapted[k], m.theta[k]) for k in adapted)  # adaptation changed the policy
     env = TaskEnv(family, batch.tasks[0])
@@ -321,3 +321,58 @@ def test_video_only_writes_an_mp4_of_before_and_after_that_decodes_to_one_frame_
     assert frames.shape[0] == make_family("point").episode_length
     assert frames.shape[1] > frames.shape[2] / 2  # two task rows of two tiles (before | after)
     assert not (tmp_path / "v" / "eval.json").exists()  # --video-only skips the metrics
+
+
+def test_val_split_evaluates_tasks_of_the_test_region_that_no_test_draw_holds(run, tmp_path):
+    small = ["--tasks", "3", "--steps", "1", "--support-episodes", "2", "--eval-episodes", "2", "--seeds", "0"]
+    out = evaluate(str(run), "--split", "val", *small, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads((run / "eval" / "val" / "eval.json").read_text())
+    family = make_family("point")
+    val = [t for t in data["tasks"]["0"]["tasks"]]
+    assert all(family.in_split(t, "test") for t in val)
+    assert not {json.dumps(t) for t in val} & {json.dumps(t) for t in family.sample(0, 3, "test").tasks}
+
+
+def test_an_existing_run_folder_of_the_results_matrix_still_loads():
+    cfg, learner, _ = load_run(ROOT / "results" / "headline" / "point-maml-seed0")
+    assert (cfg.family, cfg.algo, cfg.seed) == ("point", "maml", 0) and learner.theta
+
+
+def test_evaluation_steps_every_world_in_the_runs_engine(run, monkeypatch):
+    import evaluation.protocol as protocol
+
+    engines = []
+
+    class Recording(TaskVecEnv):
+        def __init__(self, family, tasks, envs_per_task, sim, seed):
+            engines.append(sim)
+            super().__init__(family, tasks, envs_per_task, SimSettings(), seed)
+
+    monkeypatch.setattr(protocol, "TaskVecEnv", Recording)
+    warp = SimSettings("warp", "cpu")
+    family = make_family("point")
+    evaluate_methods([method(run)], family, dataclasses.replace(EC, steps=1), warp)
+    assert engines == [warp, warp]  # support and evaluation envs
+
+
+def test_a_run_on_an_engine_this_machine_lacks_exits_2_with_one_line_saying_why(run, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    pytest.importorskip("mujoco_warp")
+    gpu_run = tmp_path / "gpu"
+    shutil.copytree(run, gpu_run)
+    for name in ("config.yaml",):
+        text = (
+            (gpu_run / name).read_text().replace("backend: cpu", "backend: warp").replace("device: cpu", "device: cuda")
+        )
+        (gpu_run / name).write_text(text)
+    state = torch.load(gpu_run / "checkpoints" / "latest.pt", weights_only=True)
+    state["config"] = {**state["config"], "backend": "warp", "device": "cuda"}
+    torch.save(state, gpu_run / "checkpoints" / "latest.pt")
+    before = sorted(p.name for p in gpu_run.rglob("*"))
+    out = evaluate(str(gpu_run), cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "trained on backend='warp', device='cuda', which this machine cannot run" in out.stderr
+    assert out.stderr.strip().endswith("evaluate it on the CPU engine with --backend cpu")
+    assert sorted(p.name for p in gpu_run.rglob("*")) == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meta.statistics import bootstrap_ci, iqm, summarize
+from evaluation.statistics import bootstrap_ci, iqm, summarize
 
 
 def test_iqm_is_the_mean_of_the_middle_half():

@@ -1,0 +1,97 @@
+"""What an evaluation leaves behind: ``eval.json`` (every number), ``eval.csv``, the adaptation plot, and the
+printed table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from envs.files import atomic_path
+from evaluation.protocol import METRICS, EvalConfig, config_dict
+from meta.config import TrainConfig, to_dict
+
+
+def header(run: Path, checkpoint: str, ec: EvalConfig, cfg: TrainConfig) -> dict:
+    """What an ``eval.json`` records before its numbers: the run, the protocol, the run's config and versions."""
+    import mujoco  # envs chose the offscreen GL backend (MUJOCO_GL) before this first import
+
+    versions = {"torch": torch.__version__, "mujoco": mujoco.__version__, "python": platform.python_version()}
+    return {
+        "run": str(run),
+        "checkpoint": checkpoint,
+        "config": config_dict(ec),
+        "train_config": to_dict(cfg),
+        "versions": versions,
+    }
+
+
+def table(results: dict) -> str:
+    """The printed summary: per method and k, return and success (IQM [95 % CI])."""
+    lines = [f"{'method':10s} {'k':>2s}  {'return IQM [95% CI]':>28s}  {'success IQM [95% CI]':>24s}"]
+    for name, r in results["methods"].items():
+        for row in r["summary"]:
+            ret, suc = row["return"], row["success"]
+            lines.append(
+                f"{name:10s} {row['k']:2d}  {ret['iqm']:9.2f} [{ret['iqm_ci_low']:8.2f}, {ret['iqm_ci_high']:8.2f}]"
+                f"  {suc['iqm']:6.1%} [{suc['iqm_ci_low']:6.1%}, {suc['iqm_ci_high']:6.1%}]"
+            )
+    return "\n".join(lines)
+
+
+def plot(summaries: dict[str, list[dict]], title: str, path) -> None:
+    """Return and success rate (IQM with 95 % bands) against k, one line per method, written to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in ((axes[0], "return", "episode return"), (axes[1], "success", "success rate")):
+        for name, rows in summaries.items():
+            ks = [r["k"] for r in rows]
+            mid = [r[metric]["iqm"] for r in rows]
+            ax.plot(ks, mid, marker="o", label=name)
+            ax.fill_between(
+                ks, [r[metric]["iqm_ci_low"] for r in rows], [r[metric]["iqm_ci_high"] for r in rows], alpha=0.2
+            )
+        ax.set_xlabel("inner steps k (0 = before adaptation)")
+        ax.set_ylabel(f"{label} (IQM, 95 % CI)")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(results: dict, out: Path, title: str) -> None:
+    """``eval.json`` (every number), ``eval.csv`` (one row per method, k and metric) and ``adaptation.png`` in ``out``;
+    each written whole or not at all (:func:`envs.files.atomic_path`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"method": name, "k": row["k"], "metric": m, **row[m]}
+        for name, r in results["methods"].items()
+        for row in r["summary"]
+        for m in METRICS
+    ]
+    writes = {
+        "eval.json": lambda p: p.write_text(json.dumps(results, indent=1) + "\n"),
+        "eval.csv": lambda p: _write_csv(p, rows),
+        "adaptation.png": lambda p: plot({k: v["summary"] for k, v in results["methods"].items()}, title, p),
+    }
+    for name, write in writes.items():
+        with atomic_path(out / name) as tmp:
+            write(tmp)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
