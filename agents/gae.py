@@ -1,4 +1,4 @@
-"""Generalized advantage estimation as a pure function (Schulman et al. 2016)."""
+"""Generalized advantage estimation (Schulman et al. 2016) and the discounted return, as pure functions."""
 
 from __future__ import annotations
 
@@ -32,3 +32,16 @@ def gae(
         running = delta[t] + gamma * lam * carry[t] * running
         advantages[t] = running
     return advantages, advantages + values
+
+
+def discounted_returns(rewards: torch.Tensor, valid: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``R_t = γ R_{t−1} + r_t`` from the rollout's start, ``[T, ...]`` like ``rewards``; 0 where not ``valid``.
+
+    The running return SB3's ``VecNormalize`` tracks: its standard deviation scales rewards so that value targets
+    are of order one whatever a family's reward scale.
+    """
+    out, running = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0]):
+        running = torch.where(valid[t], gamma * running + rewards[t], 0.0)
+        out[t] = running
+    return out

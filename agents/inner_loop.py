@@ -14,16 +14,17 @@ embedding inferred from support transitions) implements the same three methods w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+import numpy as np
 import torch
 
 from agents.gae import gae
 from agents.linear_baseline import linear_values
 from agents.normalizer import ObsNormalizer
-from agents.policy import ActorCritic, Params
+from agents.policy import ActorCritic, Params, mean_action
 from agents.ppo import LossWeights, ppo_loss
 from agents.rollout import Rollout, collect
 from envs.vec_env import TaskVecEnv
@@ -31,6 +32,9 @@ from envs.vec_env import TaskVecEnv
 CRITICS = ("value", "linear")
 
 State = TypeVar("State")
+EpisodePolicy = Callable[[np.ndarray, float], np.ndarray]
+"""``act(obs [obs_dim], reward) -> action [A]``, called at every step of one episode in order with the previous step's
+reward (0 at the first)."""
 
 
 class Adaptation(Protocol[State]):
@@ -58,6 +62,15 @@ class Adaptation(Protocol[State]):
 
     def adapt(self, state: State, support: Rollout) -> tuple[State, dict[str, torch.Tensor]]:
         """Each task's state after its support rollout ``[T, n, E, ...]``, and diagnostics (each ``[n]``)."""
+        ...
+
+    def policy(self, state: State, task: int, normalizer: ObsNormalizer) -> EpisodePolicy:
+        """Task ``task``'s deterministic policy for one episode (the mean action), acting on single observations."""
+        ...
+
+    def mlp_policy(self, state: State, task: int, normalizer: ObsNormalizer) -> tuple[Params, ObsNormalizer]:
+        """Task ``task``'s adapted policy as :class:`agents.policy.ActorCritic` parameters and the normalizer of its
+        observation (what SB3's ``MlpPolicy`` can hold), or a one-line ``ValueError`` saying why it has none."""
         ...
 
 
@@ -149,3 +162,10 @@ class InnerLoop:
             moved = ppo_loss(self.module, {k: v.detach() for k, v in phi.items()}, support, adv, ret, self.loss)[1]
         diagnostics = {**first, "approx_kl": moved["approx_kl"], "clip_fraction": moved["clip_fraction"]}
         return (phi if tracked else {k: v.detach() for k, v in phi.items()}), diagnostics
+
+    def policy(self, state: Params, task: int, normalizer: ObsNormalizer) -> EpisodePolicy:
+        params = {k: v[task] for k, v in state.items()}
+        return lambda obs, reward: mean_action(params, normalizer, obs)
+
+    def mlp_policy(self, state: Params, task: int, normalizer: ObsNormalizer) -> tuple[Params, ObsNormalizer]:
+        return {k: v[task] for k, v in state.items()}, normalizer

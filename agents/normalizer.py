@@ -29,11 +29,13 @@ class ObsNormalizer:
         self.mean = self.mean + delta * n / total
         self.count = total
 
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        """Normalized observations, same shape and dtype as ``obs [..., obs_dim]``."""
+    def __call__(self, obs: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+        """Normalized observations, same shape and dtype as ``obs [..., obs_dim]``; with ``columns``, ``obs`` holds
+        only those of the tracked columns (a learner that tracks observation and reward together normalizes each
+        apart)."""
         if not self.enabled:
             return obs
-        mean, std = self.mean.to(obs), torch.sqrt(self.var + 1e-8).to(obs)
+        mean, std = self.mean[columns].to(obs), torch.sqrt(self.var[columns] + 1e-8).to(obs)
         return ((obs - mean) / std).clamp(-10.0, 10.0)
 
     def state_dict(self) -> dict[str, torch.Tensor | bool]:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from agents.normalizer import ObsNormalizer
+
 Params = dict[str, torch.Tensor]
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers of ``sizes`` with tanh between them (none after the last)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
@@ -37,8 +41,8 @@ class ActorCritic(nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...] = (64, 64), context_dim: int = 0) -> None:
         super().__init__()
-        self.pi = _mlp([obs_dim + context_dim, *hidden, action_dim])
-        self.vf = _mlp([obs_dim, *hidden, 1])
+        self.pi = mlp([obs_dim + context_dim, *hidden, action_dim])
+        self.vf = mlp([obs_dim, *hidden, 1])
         self.log_std = nn.Parameter(torch.zeros(action_dim))
         if context_dim:
             self.context = nn.Parameter(torch.zeros(context_dim))
@@ -61,7 +65,7 @@ def init_params(module: ActorCritic, seed: int, log_std: float = 0.0) -> Params:
             net, idx = name.split(".")[0], int(name.split(".")[1])
             last = idx == len(getattr(module, net)) - 1
             gain = (0.01 if net == "pi" else 1.0) if last else math.sqrt(2)
-            t = _orthogonal(t.shape, gain, g)
+            t = orthogonal(t.shape, gain, g)
         params[name] = t
     params["log_std"] = torch.full_like(params["log_std"], log_std)
     return params
@@ -80,7 +84,8 @@ def fold_context(params: Params) -> Params:
     return rest
 
 
-def _orthogonal(shape: torch.Size, gain: float, g: torch.Generator) -> torch.Tensor:
+def orthogonal(shape: torch.Size, gain: float, g: torch.Generator) -> torch.Tensor:
+    """A ``[rows, cols]`` matrix with orthonormal rows or columns times ``gain`` (Saxe et al. 2014), from ``g``."""
     rows, cols = shape
     a = torch.randn(max(rows, cols), min(rows, cols), generator=g)
     q, r = torch.linalg.qr(a)
@@ -114,3 +119,31 @@ def log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) ->
 def entropy(log_std: torch.Tensor) -> torch.Tensor:
     """Entropy of the diagonal Gaussian per task: ``log_std [n, A]`` → ``[n]``."""
     return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+
+def hidden_of(params: Params) -> tuple[int, ...]:
+    """Hidden widths of the ``pi`` network in ``params`` (its Linear layers are ``pi.0``, ``pi.2``, …)."""
+    n = sum(1 for k in params if k.startswith("pi.") and k.endswith(".weight"))
+    if n == 0 or "log_std" not in params:
+        raise ValueError("params lacks pi.*.weight or log_std: expected an ActorCritic parameter dict")
+    return tuple(int(params[f"pi.{2 * i}.weight"].shape[0]) for i in range(n - 1))
+
+
+def mean_action(params: Params, normalizer: ObsNormalizer, obs: np.ndarray) -> np.ndarray:
+    """robometa's deterministic action (the Gaussian mean, unclipped) for observations.
+
+    :param params: an unbatched ``ActorCritic`` parameter dict.
+    :param normalizer: the observation normalizer trained with ``params``.
+    :param obs: ``[obs_dim]`` (or ``[..., obs_dim]``).
+    :return: ``[action_dim]`` (or ``[..., action_dim]``), float32.
+    """
+    params = fold_context(params)
+    hidden = hidden_of(params)
+    obs_dim, action_dim = params["pi.0.weight"].shape[1], params["log_std"].shape[0]
+    obs_t = torch.as_tensor(np.asarray(obs), dtype=params["pi.0.weight"].dtype)
+    if obs_t.shape[-1:] != (obs_dim,):
+        raise ValueError(f"obs has shape {tuple(obs_t.shape)}: expected [..., {obs_dim}]")
+    module = ActorCritic(obs_dim, action_dim, hidden)
+    with torch.no_grad():
+        mean, _, _ = functional_call(module, params, (normalizer(obs_t),))
+    return mean.numpy().astype(np.float32)

@@ -94,8 +94,10 @@ def collect(
     )
 
 
-def cat_rollouts(parts: list[Rollout]) -> Rollout:
-    """Rollouts of disjoint task sets as one, tasks in the order given (tensors along the task axis)."""
-    fields = {f: torch.cat([getattr(p, f) for p in parts], dim=1) for f in Rollout._fields if f != "stats"}
+def cat_rollouts(parts: list):
+    """Rollouts (of one kind: :class:`Rollout` or another ``NamedTuple`` with a ``stats`` field and tensors
+    ``[T, n, ...]``) of disjoint task sets as one, tasks in the order given (along the task axis)."""
+    kind = type(parts[0])
+    fields = {f: torch.cat([getattr(p, f) for p in parts], dim=1) for f in kind._fields if f != "stats"}
     stats = {k: torch.cat([p.stats[k] for p in parts]) for k in parts[0].stats}
-    return Rollout(**fields, stats=stats)
+    return kind(**fields, stats=stats)

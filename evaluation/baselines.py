@@ -27,8 +27,8 @@ from envs.oracle import OracleFamily
 from envs.sim import SimSettings
 from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
-from evaluation.protocol import METRICS, AdaptedMethod, EvalConfig, Method, per_round
-from meta.config import TrainConfig, family_of, inner_loop
+from evaluation.protocol import METRICS, AdaptedMethod, EvalConfig, Method
+from meta.config import TrainConfig, family_of, inner_loop, steps_per_iteration
 from meta.outer_loop import OuterLoop
 from meta.runs import RunFolder, check_config, load_run
 from meta.trainer import train
@@ -46,7 +46,8 @@ def scratch_method(cfg: TrainConfig, family: Family, seed: int) -> AdaptedMethod
     module = ActorCritic(family.obs_dim, family.action_dim, cfg.hidden)
     normalizer = ObsNormalizer(family.obs_dim, enabled=False)
     params = init_params(module, 10_000 + seed, cfg.log_std_init)
-    return AdaptedMethod("scratch", per_round(inner_loop(cfg, module)), params, normalizer)
+    adaptation = dataclasses.replace(inner_loop(cfg, module), steps=1)  # one step per round, as every method's
+    return AdaptedMethod("scratch", adaptation, params, normalizer)
 
 
 BASELINE_SETTINGS = ("log_std_init", "outer_lr", "ent_coef", "bound_coef", "clip", "max_grad_norm")
@@ -59,9 +60,11 @@ def baseline_config(
     run_cfg: TrainConfig, trained: str, iterations: int, settings: dict[str, Any] | None = None
 ) -> TrainConfig:
     """The config of a run's trained baseline ``trained`` (``multitask`` or ``oracle``): multitask PPO with the
-    run's settings, ``settings`` (keys of :data:`BASELINE_SETTINGS`) over them, for ``iterations``; the oracle
-    also reads the task's parameters. A context (CAVIA) is dropped: multitask PPO adapts every parameter. A setting
-    outside :data:`BASELINE_SETTINGS` or a bad value is refused (one-line ``ValueError``)."""
+    run's settings, ``settings`` (keys of :data:`BASELINE_SETTINGS`) over them, for the env steps of ``iterations``
+    of the run's iterations (as many iterations for a gradient learner's run; an in-context learner's trials take
+    ``trial_episodes`` episodes per world where multitask takes two); the oracle also reads the task's parameters.
+    A context (CAVIA) is dropped: multitask PPO adapts every parameter. A setting outside :data:`BASELINE_SETTINGS`
+    or a bad value is refused (one-line ``ValueError``)."""
     settings = settings or {}
     for key in settings:
         if key not in BASELINE_SETTINGS:
@@ -70,7 +73,9 @@ def baseline_config(
                 "(a baseline's budget and adaptation are its run's)"
             )
     oracle = {"task_in_obs": True} if trained == "oracle" else {}
-    return dataclasses.replace(run_cfg, algo="multitask", context_dim=0, iterations=iterations, **oracle, **settings)
+    cfg = dataclasses.replace(run_cfg, algo="multitask", context_dim=0, **oracle, **settings)
+    budget = iterations * steps_per_iteration(run_cfg) / steps_per_iteration(cfg)
+    return dataclasses.replace(cfg, iterations=max(1, round(budget)))
 
 
 def trained_baseline(

@@ -112,6 +112,8 @@ def export(opts: EvaluateOptions, cfg: TrainConfig, method: AdaptedMethod, ec: E
 
     if opts.task is None:
         raise ValueError("--export-sb3 needs --task TASK.json (the task to adapt to)")
+    a = method.adaptation
+    a.mlp_policy(a.start(method.theta, 1), 0, method.normalizer)  # refuses a learner without one before adapting
     try:
         batch = parse_task_batch(Path(opts.task).read_text())
     except OSError as e:
@@ -119,26 +121,26 @@ def export(opts: EvaluateOptions, cfg: TrainConfig, method: AdaptedMethod, ec: E
     if batch.family != cfg.family or len(batch) != 1:
         raise ValueError(f"--task {opts.task} must hold exactly one {cfg.family} task")
     curve = adaptation_curve(method, family_of(cfg), batch, ec, ec.seeds[0], sim)
-    adapted = {k: v[0] for k, v in curve["adapted"].items()}
-    export_sb3(adapted, cfg.hidden, method.normalizer, family_of(cfg), batch.tasks[0], opts.export_sb3)
+    params, normalizer = a.mlp_policy(curve["adapted"], 0, method.normalizer)
+    export_sb3(params, cfg.hidden, normalizer, family_of(cfg), batch.tasks[0], opts.export_sb3)
     print(
-        f"adapted to {opts.task} with {ec.steps} inner steps (return {curve['return'][0, 0]:.1f} → "
+        f"adapted to {opts.task} in {ec.steps} rounds (return {curve['return'][0, 0]:.1f} → "
         f"{curve['return'][-1, 0]:.1f}); wrote {opts.export_sb3}: load it with stable_baselines3.PPO.load"
     )
 
 
 def video(cfg: TrainConfig, method: AdaptedMethod, ec: EvalConfig, sim: SimSettings, out: Path) -> None:
     """``--video``: the meta-learned policy before adaptation and after K rounds on up to 4 held-out tasks."""
-    from evaluation.sb3_export import mean_action
     from evaluation.video import render_comparison
 
     family = family_of(cfg)
     tasks = family.sample(ec.seeds[0], min(4, ec.n_tasks), ec.split)
-    adapted = adaptation_curve(method, family, tasks, ec, ec.seeds[0], sim)["adapted"]
-    normalizer = method.normalizer
+    a, normalizer = method.adaptation, method.normalizer
+    before = a.start(method.theta, len(tasks))
+    after = adaptation_curve(method, family, tasks, ec, ec.seeds[0], sim)["adapted"]
     policies = [
-        ("before adaptation", lambda i, obs: mean_action(method.theta, normalizer, obs)),
-        (f"after K={ec.steps}", lambda i, obs: mean_action({k: v[i] for k, v in adapted.items()}, normalizer, obs)),
+        ("before adaptation", lambda i: a.policy(before, i, normalizer)),
+        (f"after K={ec.steps}", lambda i: a.policy(after, i, normalizer)),
     ]
     frames = render_comparison(family, tasks, policies, out / "adaptation.mp4", seed=ec.seeds[0])
     print(f"wrote {out / 'adaptation.mp4'} ({frames} frames, {len(tasks)} tasks × before/after)")

@@ -43,7 +43,8 @@ def table(results: dict) -> str:
 
 
 def plot(summaries: dict[str, list[dict]], title: str, path) -> None:
-    """Return and success rate (IQM with 95 % bands) against k, one line per method, written to ``path``."""
+    """Return and success rate (the mean over tasks with 95 % bands: the share of tasks solved) against k, one line
+    per method, written to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,13 +54,13 @@ def plot(summaries: dict[str, list[dict]], title: str, path) -> None:
     for ax, metric, label in ((axes[0], "return", "episode return"), (axes[1], "success", "success rate")):
         for name, rows in summaries.items():
             ks = [r["k"] for r in rows]
-            mid = [r[metric]["iqm"] for r in rows]
+            mid = [r[metric]["mean"] for r in rows]
             ax.plot(ks, mid, marker="o", label=name)
             ax.fill_between(
-                ks, [r[metric]["iqm_ci_low"] for r in rows], [r[metric]["iqm_ci_high"] for r in rows], alpha=0.2
+                ks, [r[metric]["mean_ci_low"] for r in rows], [r[metric]["mean_ci_high"] for r in rows], alpha=0.2
             )
-        ax.set_xlabel("inner steps k (0 = before adaptation)")
-        ax.set_ylabel(f"{label} (IQM, 95 % CI)")
+        ax.set_xlabel("rounds of adaptation k (0 = before adapting)")
+        ax.set_ylabel(f"{label} (mean over tasks, 95 % CI)")
         ax.set_xticks(ks)
         ax.grid(alpha=0.3)
     axes[1].set_ylim(-0.05, 1.05)
@@ -70,9 +71,38 @@ def plot(summaries: dict[str, list[dict]], title: str, path) -> None:
     plt.close(fig)
 
 
+def plot_within_trial(methods: dict[str, list[dict]], episodes_per_round: int, title: str, path) -> None:
+    """Success of every support episode in order (mean over tasks, 95 % bands), one line per method: how a learner
+    adapts inside its budget, episode by episode (a gradient learner's steps come between rounds, so its line is
+    flat within one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, rows in methods.items():
+        x = range(1, len(rows) + 1)
+        ax.plot(x, [r["mean"] for r in rows], marker=".", label=name)
+        ax.fill_between(x, [r["mean_ci_low"] for r in rows], [r["mean_ci_high"] for r in rows], alpha=0.2)
+    longest = max(len(rows) for rows in methods.values())
+    for boundary in range(episodes_per_round, longest, episodes_per_round):
+        ax.axvline(boundary + 0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel(f"support episode ({episodes_per_round} per round; dotted: rounds)")
+    ax.set_ylabel("success (mean over tasks, 95 % CI)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_outputs(results: dict, out: Path, title: str) -> None:
-    """``eval.json`` (every number), ``eval.csv`` (one row per method, k and metric) and ``adaptation.png`` in ``out``;
-    each written whole or not at all (:func:`envs.files.atomic_path`)."""
+    """``eval.json`` (every number), ``eval.csv`` (one row per method, k and metric), ``adaptation.png`` and, where
+    methods record one, ``within_trial.png`` in ``out``; each written whole or not at all
+    (:func:`envs.files.atomic_path`)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [
         {"method": name, "k": row["k"], "metric": m, **row[m]}
@@ -85,6 +115,10 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
         "eval.csv": lambda p: _write_csv(p, rows),
         "adaptation.png": lambda p: plot({k: v["summary"] for k, v in results["methods"].items()}, title, p),
     }
+    within = {k: v["within_trial"] for k, v in results["methods"].items() if v.get("within_trial")}
+    if within:
+        episodes = results["config"]["support_episodes"]
+        writes["within_trial.png"] = lambda p: plot_within_trial(within, episodes, title, p)
     for name, write in writes.items():
         with atomic_path(out / name) as tmp:
             write(tmp)

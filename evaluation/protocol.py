@@ -14,13 +14,14 @@ being one call of its ``adapt``.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from agents.inner_loop import Adaptation, InnerLoop
+from agents.inner_loop import Adaptation
 from agents.normalizer import ObsNormalizer
 from agents.policy import Params
 from envs.family import HELD_OUT, Family, TaskBatch
@@ -81,7 +82,9 @@ class Method(Protocol):
 
         :return: ``{"return"|"success"|"length": array [K + 1, n_tasks]}`` (per-task means over the evaluation
             episodes), ``"adaptation_env_steps"`` (env steps each task's adaptation consumed) and, where the method
-            has them, ``"adapted"``: what it knows of each task after K rounds.
+            has them, ``"adapted"`` (what it knows of each task after K rounds), ``"within_trial"`` (success of
+            each support episode, ``[K · support_episodes, n_tasks]``) and ``"adaptation_seconds"`` (per task:
+            collecting support episodes, and adapting to them).
         """
         ...
 
@@ -101,20 +104,13 @@ class AdaptedMethod:
 
     @staticmethod
     def of(name: str, learner: OuterLoop, normalizer: ObsNormalizer, family: Family | None = None) -> AdaptedMethod:
-        """A trained learner's initialization, adapted one inner step per round with its own inner loop (its loss,
-        critic and step sizes: Meta-SGD's learned ones, CAVIA's context alone)."""
-        return AdaptedMethod(
-            name, per_round(learner.inner), {k: v.detach() for k, v in learner.theta.items()}, normalizer, family
-        )
+        """A trained learner's initialization, adapted as the learner says (:meth:`meta.outer_loop.OuterLoop.
+        adaptation`: for gradient learners one inner step per round with its own loss, critic and step sizes)."""
+        theta = {k: v.detach() for k, v in learner.theta.items()}
+        return AdaptedMethod(name, learner.adaptation(), theta, normalizer, family)
 
     def curve(self, family: Family, tasks: TaskBatch, ec: EvalConfig, seed: int, sim: SimSettings) -> dict:
         return adaptation_curve(self, family if self.family is None else self.family, tasks, ec, seed, sim)
-
-
-def per_round(inner: InnerLoop) -> InnerLoop:
-    """The protocol's inner loop: one PPO step per round of support episodes, first order, its step sizes fixed."""
-    rates = {k: v.detach() if torch.is_tensor(v) else v for k, v in inner.rates.items()}
-    return dataclasses.replace(inner, steps=1, second_order=False, rates=rates)
 
 
 def adaptation_curve(
@@ -132,17 +128,36 @@ def adaptation_curve(
     seeds = iter(np.random.default_rng(seed).integers(2**31, size=2 * ec.steps + 1).tolist())
     state = a.start(method.theta, n)
     curve: dict[str, list] = {m: [] for m in METRICS}
-    used = 0
+    within, seconds, used = [], {"support": 0.0, "adapt": 0.0}, 0
     for k in range(ec.steps + 1):
         measured = a.collect(state, eval_env, method.normalizer, horizon, noise, next(seeds))
         for m in METRICS:
             curve[m].append(measured.stats[m].cpu().numpy())
         if k == ec.steps:
             break
+        began = time.perf_counter()
         support = a.collect(state, support_env, method.normalizer, support_steps, noise, next(seeds))
+        seconds["support"] += time.perf_counter() - began
         used += support.rewards.shape[0] * support.rewards.shape[2]  # steps × episodes of one task
+        within.append(support_success(support.stats, ec.support_episodes))
+        began = time.perf_counter()
         state, _ = a.adapt(state, support)
-    return {**{m: np.stack(v) for m, v in curve.items()}, "adaptation_env_steps": used, "adapted": state}
+        seconds["adapt"] += time.perf_counter() - began
+    return {
+        **{m: np.stack(v) for m, v in curve.items()},
+        "within_trial": np.concatenate(within) if within else np.zeros((0, n)),
+        "adaptation_seconds": {k: v / n for k, v in seconds.items()},
+        "adaptation_env_steps": used,
+        "adapted": state,
+    }
+
+
+def support_success(stats: dict[str, torch.Tensor], episodes: int) -> np.ndarray:
+    """Success of each of a round's ``episodes`` support episodes, ``[episodes, n]``: episode by episode where they
+    ran one after another (``episode_success [n, episodes]``), else the round's rate for each of its side-by-side
+    episodes."""
+    per = stats.get("episode_success", stats["success"][:, None])
+    return per.repeat_interleave(episodes // per.shape[1], dim=1).T.cpu().numpy()
 
 
 def aggregate(curves: list[dict], seed: int = 0) -> list[dict]:
@@ -172,4 +187,12 @@ def evaluate_methods(methods: list[Method], family: Family, ec: EvalConfig, sim:
             "per_task": {m: [c[m].tolist() for c in curves] for m in METRICS},
             "summary": aggregate(curves),
         }
+        if "within_trial" in curves[0]:
+            within = np.concatenate([c["within_trial"] for c in curves], axis=1)  # [episodes, tasks × seeds]
+            results["methods"][method.name] |= {
+                "within_trial": [summarize(row) for row in within],
+                "adaptation_seconds_per_task": {
+                    k: float(np.mean([c["adaptation_seconds"][k] for c in curves])) for k in ("support", "adapt")
+                },
+            }
     return results

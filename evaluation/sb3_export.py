@@ -20,24 +20,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from stable_baselines3 import PPO
-from torch.func import functional_call
 
 from agents.normalizer import ObsNormalizer
 from agents.policy import ActorCritic, Params, fold_context
 from envs.family import Family, Task
 from envs.files import atomic_write
 from envs.task_env import TaskEnv
-
-
-def _hidden_of(params: Params) -> tuple[int, ...]:
-    """Hidden widths of the ``pi`` network in ``params`` (its Linear layers are ``pi.0``, ``pi.2``, …)."""
-    n = sum(1 for k in params if k.startswith("pi.") and k.endswith(".weight"))
-    if n == 0 or "log_std" not in params:
-        raise ValueError("params lacks pi.*.weight or log_std: expected an ActorCritic parameter dict")
-    return tuple(int(params[f"pi.{2 * i}.weight"].shape[0]) for i in range(n - 1))
 
 
 def _check_params(params: Params, obs_dim: int, action_dim: int, hidden: tuple[int, ...]) -> None:
@@ -142,23 +132,3 @@ def export_sb3(
 
     atomic_write(path, model.save)  # SB3 writes to an open binary file as it would to a path
     return model
-
-
-def mean_action(params: Params, normalizer: ObsNormalizer, obs: np.ndarray) -> np.ndarray:
-    """robometa's deterministic action (the Gaussian mean, unclipped) for observations.
-
-    :param params: an unbatched ``ActorCritic`` parameter dict.
-    :param normalizer: the observation normalizer trained with ``params``.
-    :param obs: ``[obs_dim]`` (or ``[..., obs_dim]``).
-    :return: ``[action_dim]`` (or ``[..., action_dim]``), float32.
-    """
-    params = fold_context(params)
-    hidden = _hidden_of(params)
-    obs_dim, action_dim = params["pi.0.weight"].shape[1], params["log_std"].shape[0]
-    obs_t = torch.as_tensor(np.asarray(obs), dtype=params["pi.0.weight"].dtype)
-    if obs_t.shape[-1:] != (obs_dim,):
-        raise ValueError(f"obs has shape {tuple(obs_t.shape)}: expected [..., {obs_dim}]")
-    module = ActorCritic(obs_dim, action_dim, hidden)
-    with torch.no_grad():
-        mean, _, _ = functional_call(module, params, (normalizer(obs_t),))
-    return mean.numpy().astype(np.float32)

@@ -26,8 +26,10 @@ from envs.task_env import TaskEnv, make_renderer
 if TYPE_CHECKING:
     from PIL.ImageFont import FreeTypeFont, ImageFont
 
-Policy = Callable[[int, np.ndarray], np.ndarray]
-"""``fn(task_index, obs [obs_dim] float32) -> action [action_dim]``: a policy's deterministic action for a task."""
+Policy = Callable[[int], Callable[[np.ndarray, float], np.ndarray]]
+"""``policy(task_index)``, called at an episode's start, gives the episode's ``act(obs [obs_dim] float32, reward) ->
+action [action_dim]``: a policy's deterministic action for the task, called at every step in order with the previous
+step's reward (0 at the first), so a policy with a memory (RL²) can keep it through the episode."""
 
 MAX_TASKS = 4
 GL_BACKENDS = ("egl", "osmesa")
@@ -131,18 +133,19 @@ def _check_out_path(out_path: str | os.PathLike) -> Path:
     return out
 
 
-def _rollout(env: TaskEnv, fn: Policy, task_index: int, name: str, seed: int) -> tuple[list[np.ndarray], bool]:
-    """One episode of ``fn`` without rendering: its actions (each ``[action_dim]`` float32) and its outcome."""
+def _rollout(env: TaskEnv, policy: Policy, task_index: int, name: str, seed: int) -> tuple[list[np.ndarray], bool]:
+    """One episode of ``policy`` without rendering: its actions (each ``[action_dim]`` float32) and its outcome."""
     obs, _ = env.reset(seed=seed)
+    act, reward = policy(task_index), 0.0
     actions, info = [], {"is_success": False}
     for _ in range(env.family.episode_length):
-        action = np.asarray(fn(task_index, obs), dtype=np.float32)
+        action = np.asarray(act(obs, reward), dtype=np.float32)
         if action.shape != (env.family.action_dim,):
             raise ValueError(
                 f"policy {name!r} returned an action of shape {action.shape}: expected ({env.family.action_dim},)"
             )
         actions.append(action)
-        obs, _, terminated, truncated, info = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             break
     return actions, bool(info["is_success"])
@@ -164,8 +167,9 @@ def render_comparison(
 
     :param family: the task family.
     :param tasks: up to 4 task dicts (or a ``TaskBatch``): the grid's rows.
-    :param policies: ``(name, fn)`` pairs: the grid's columns. ``fn(task_index, obs)`` maps an observation
-        ``[obs_dim]`` float32 to that policy's deterministic action ``[action_dim]`` for ``tasks[task_index]``.
+    :param policies: ``(name, policy)`` pairs (:data:`Policy`): the grid's columns. ``policy(task_index)`` gives the
+        episode's ``act(obs, reward)``, which maps an observation ``[obs_dim]`` float32 (and the previous reward) to
+        that policy's deterministic action ``[action_dim]`` for ``tasks[task_index]``.
     :param out_path: the ``.mp4`` to write (atomically: nothing appears there unless the whole video is written).
     :param captions: ``True``: a caption bar above each tile with the task's parameters, the policy's name and
         whether its episode succeeded; a list of strings (one per task, ``\n`` for line breaks): those instead of

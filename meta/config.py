@@ -29,7 +29,9 @@ from envs.registry import FAMILIES, make_family
 from envs.sim import SimSettings
 from meta.flags import add_flags, flag
 
-ALGOS = ("maml", "fomaml", "metasgd", "reptile", "multitask")
+ALGOS = ("maml", "fomaml", "metasgd", "reptile", "rl2", "context", "multitask")
+IN_CONTEXT = ("rl2", "context")
+"""The learners that adapt without a gradient step: they train on trials of ``trial_episodes`` episodes."""
 DISTRIBUTED = ("none", "ray")
 
 
@@ -40,11 +42,13 @@ class TrainConfig:
     family: str = "door"
     """task family: grasp, terrain, door, point or cheetah"""
     algo: str = "maml"
-    """outer loop: maml, fomaml, metasgd or reptile (or multitask: plain PPO on all train tasks, a baseline)"""
+    """meta-learner: maml, fomaml, metasgd, reptile (gradient steps adapt), rl2 (a recurrent policy's memory adapts),
+    context (a task embedding inferred from transitions adapts), or multitask (plain PPO on all train tasks, a
+    baseline)"""
     meta_batch: int = 10
     """tasks per meta-iteration"""
     envs_per_task: int = 8
-    """parallel episodes per task in each support and query rollout"""
+    """parallel worlds per task: episodes of each support and query rollout (rl2, context: trials)"""
     inner_steps: int = 1
     """PPO gradient steps of adaptation per task"""
     inner_lr: float = 0.1
@@ -56,7 +60,7 @@ class TrainConfig:
     """inner-loop step size of the context (context_dim > 0); the baselines still adapt every parameter with
     inner_lr"""
     outer_lr: float = 0.003
-    """Adam step size of the outer loop (maml, fomaml, metasgd)"""
+    """Adam step size of the outer loop (maml, fomaml, metasgd; rl2's and context's PPO)"""
     reptile_epsilon: float = 0.5
     """Reptile's interpolation step ε in θ ← θ + ε·mean(φ − θ)"""
     iterations: int = 300
@@ -98,6 +102,25 @@ class TrainConfig:
     critic: str = "linear"
     """advantage baseline: linear (a least-squares fit to each task's own returns, refitted on every rollout, as in
     the MAML paper's code) or value (the policy's value head, meta-learned and adapted with it)"""
+    memory: int = 128
+    """rl2: units of the GRU memory"""
+    trial_episodes: int = 4
+    """rl2, context: episodes of one task per world and iteration, one after another, a memory (rl2) or the task's
+    posterior (context) carrying across them"""
+    bptt: int = 0
+    """rl2: steps of backpropagation through the memory (truncated BPTT, chunks of the trial); 0: the whole trial"""
+    epochs: int = 4
+    """rl2, context: PPO passes over each iteration's trials"""
+    minibatches: int = 4
+    """rl2, context: minibatches (of whole tasks) per pass"""
+    latent: int = 8
+    """context: size of the task embedding z"""
+    kl_coef: float = 0.001
+    """context: weight of the KL from each task's posterior to the prior N(0, I) (PEARL's information bottleneck;
+    PEARL's 0.1 kept point's posterior from carrying the goal, pooled over a trial's thousands of transitions)"""
+    task_loss_coef: float = 1.0
+    """context: weight of predicting the task's parameters from z on train tasks (privileged, training only; the
+    policy never sees them); 0: none"""
     normalize_obs: bool = True
     """normalize observations with running statistics"""
     task_in_obs: bool = False
@@ -132,15 +155,22 @@ class TrainConfig:
             "checkpoint_every",
             "workers",
             "worker_cpus",
+            "memory",
+            "trial_episodes",
+            "epochs",
+            "minibatches",
+            "latent",
         ):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name}={value!r} is not allowed: expected a positive integer")
         if not _is_int(self.context_dim) or self.context_dim < 0:
             raise ValueError(f"context_dim={self.context_dim!r} is not allowed: expected an integer ≥ 0")
-        if self.context_dim and self.algo in ("reptile", "multitask"):
+        if not _is_int(self.bptt) or self.bptt < 0:
+            raise ValueError(f"bptt={self.bptt!r} is not allowed: expected an integer ≥ 0 (0: the whole trial)")
+        if self.context_dim and self.algo in ("reptile", "rl2", "context", "multitask"):
             # Reptile moves θ toward the adapted parameters and multitask adapts nothing while it trains: with
-            # only the context adapting, neither would ever teach the policy to read it.
+            # only the context adapting, neither would ever teach the policy to read it. RL² adapts no parameter.
             raise ValueError(
                 f"context_dim={self.context_dim} is not allowed with algo={self.algo!r}: use maml, fomaml or metasgd"
             )
@@ -164,6 +194,8 @@ class TrainConfig:
             ("vf_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
             ("ent_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
             ("bound_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
+            ("kl_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
+            ("task_loss_coef", lambda x: 0 <= x < math.inf, "a finite number ≥ 0"),
             ("log_std_init", lambda x: -5 <= x <= 2, "a number in [-5, 2]"),
             # inf is allowed: clip_grad_norm_ with max_norm=inf leaves gradients unclipped.
             ("max_grad_norm", lambda x: x > 0, "a number > 0"),
@@ -203,6 +235,13 @@ def family_of(cfg: TrainConfig) -> Family:
     when ``cfg.task_in_obs`` (the oracle baseline, :class:`envs.oracle.OracleFamily`)."""
     family = make_family(cfg.family)
     return OracleFamily(family) if cfg.task_in_obs else family
+
+
+def steps_per_iteration(cfg: TrainConfig) -> int:
+    """Env steps one meta-iteration of ``cfg`` takes: a support and a query episode in every world of every task
+    (gradient learners, multitask), or a trial of ``trial_episodes`` episodes (rl2, context)."""
+    episodes = cfg.trial_episodes if cfg.algo in IN_CONTEXT else 2
+    return episodes * family_of(cfg).episode_length * cfg.meta_batch * cfg.envs_per_task
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:

@@ -17,10 +17,10 @@ from agents.policy import ActorCritic, Params, stack
 from agents.ppo import ppo_loss
 from agents.rollout import Rollout
 from meta.config import inner_loop
-from meta.outer_loop import Contribution, OuterLoop
+from meta.outer_loop import Contribution, GradientOuterLoop
 
 
-class MAML(OuterLoop):
+class MAML(GradientOuterLoop):
     second_order = True
 
     def __init__(self, module: ActorCritic, theta: Params, cfg) -> None:

@@ -9,10 +9,10 @@ import torch
 
 from agents.policy import Params
 from agents.rollout import Rollout
-from meta.outer_loop import Contribution, OuterLoop
+from meta.outer_loop import Contribution, GradientOuterLoop
 
 
-class Reptile(OuterLoop):
+class Reptile(GradientOuterLoop):
     def contribution(self, phi: Params, support: Rollout, query: Rollout) -> Contribution:
         # The step is θ ← θ − ε · mean_i(θ − φ_i): θ − φ_i plays the part of a gradient.
         return Contribution([(v - phi[k].detach()).sum(0) for k, v in self.theta.items()], {}, None)

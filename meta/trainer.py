@@ -54,7 +54,6 @@ def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
     workers = make_workers(cfg)
     begin(folder, cfg)
     log = MetricsLog(folder, start)
-    steps_per_rollout = family.episode_length * cfg.meta_batch * cfg.envs_per_task
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=f"{cfg.algo} {cfg.family}")
     for it in bar:
         began = time.perf_counter()
@@ -66,18 +65,18 @@ def train(cfg: TrainConfig | None, resume: str | None = None) -> Path:
         for r in results:
             normalizer.merge(*r.obs_moments)
         adopt_noise_state(noise, results)
-        support, query = [r.support_stats for r in results], [r.query_stats for r in results]
+        pre, post, steps = [r.pre for r in results], [r.post for r in results], sum(r.env_steps for r in results)
         seconds = time.perf_counter() - began
         row = {
             "iteration": it + 1,
-            "env_steps": (it + 1) * 2 * steps_per_rollout,
-            "rollout/pre_return": _mean(support, "return"),
-            "rollout/pre_success": _mean(support, "success"),
-            "rollout/post_return": _mean(query, "return"),
-            "rollout/post_success": _mean(query, "success"),
+            "env_steps": (it + 1) * steps,  # every iteration takes the same steps
+            "rollout/pre_return": _mean(pre, "return"),
+            "rollout/pre_success": _mean(pre, "success"),
+            "rollout/post_return": _mean(post, "return"),
+            "rollout/post_success": _mean(post, "success"),
             **{k: _mean([r.inner for r in results], k) for k in results[0].inner},
             **outer,
-            "perf/env_steps_per_s": 2 * steps_per_rollout / seconds,
+            "perf/env_steps_per_s": steps / seconds,
             "perf/iteration_s": seconds,
         }
         if cfg.distributed != "none":

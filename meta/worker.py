@@ -1,4 +1,5 @@
-"""One meta-batch's work between two outer steps: support rollouts → adaptation → query rollouts → contribution.
+"""One meta-batch's work between two outer steps (:meth:`meta.outer_loop.OuterLoop.gather`: for gradient learners
+support rollouts → adaptation → query rollouts → contribution), in this process or a Ray actor.
 
 The trainer runs one :class:`MetaBatchWorker` in its own process for the whole batch (:class:`InProcess`);
 :mod:`meta.distributed` runs one per Ray actor, each on a shard of the batch's tasks. Given θ, the normalizer and the
@@ -14,8 +15,6 @@ from typing import NamedTuple
 import torch
 
 from agents.normalizer import ObsNormalizer, moments
-from agents.policy import Params, stack
-from agents.rollout import Rollout
 from envs.family import TaskBatch
 from envs.sim import share_cores_with_physics
 from envs.vec_env import TaskVecEnv
@@ -24,28 +23,18 @@ from meta.config import TrainConfig, family_of
 from meta.outer_loop import Contribution, OuterLoop
 
 
-def adapt_and_measure(
-    env: TaskVecEnv, learner: OuterLoop, normalizer: ObsNormalizer, noise: torch.Generator, seeds: tuple[int, int]
-) -> tuple[Rollout, Params, dict[str, torch.Tensor], Rollout]:
-    """Adaptation to the tasks ``env`` holds: support rollouts of θ, φ_i = adapt(θ, support_i), query rollouts of φ
-    (fresh episodes, never the support ones). Returns ``(support, φ, inner-loop metrics [n] each, query)``; ``φ``
-    keeps its graph to θ when the learner differentiates through adaptation."""
-    steps, inner = env.family.episode_length, learner.inner
-    support = inner.collect(stack(learner.theta, env.n_tasks), env, normalizer, steps, noise, seeds[0])
-    phi, metrics = learner.adapt(support)
-    query = inner.collect(phi, env, normalizer, steps, noise, seeds[1])
-    return support, phi, metrics, query
-
-
 class ShardResult(NamedTuple):
     """What a worker returns for its tasks of one meta-batch (per-task tensors are ``[n]``)."""
 
-    support_stats: dict[str, torch.Tensor]
-    query_stats: dict[str, torch.Tensor]
+    pre: dict[str, torch.Tensor]
+    """Episode statistics before adapting."""
+    post: dict[str, torch.Tensor]
+    """Episode statistics after adapting."""
     inner: dict[str, torch.Tensor]
     contribution: Contribution
     obs_moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    """:func:`agents.normalizer.moments` of the raw observations of both rollouts."""
+    """:func:`agents.normalizer.moments` of the raw observations the policy saw."""
+    env_steps: int
     noise_state: torch.Tensor
     """The action-noise generator's state afterwards: the same in every shard, since each draws the whole batch's
     noise (:mod:`envs.noise`)."""
@@ -76,11 +65,9 @@ class MetaBatchWorker:
         self.normalizer.load_state_dict(state["normalizer"])
         self.noise.set_state(state["noise"])
         self.env.set_tasks(tasks, shard=shard)
-        support, phi, inner, query = adapt_and_measure(self.env, self.learner, self.normalizer, self.noise, seeds)
-        contribution = self.learner.contribution(phi, support, query)
-        obs = moments(torch.cat([support.raw_obs, query.raw_obs]))
-        seconds = time.perf_counter() - began
-        return ShardResult(support.stats, query.stats, inner, contribution, obs, self.noise.get_state(), seconds)
+        g = self.learner.gather(self.env, self.normalizer, self.noise, seeds)
+        obs, seconds = moments(g.raw_obs), time.perf_counter() - began
+        return ShardResult(g.pre, g.post, g.inner, g.contribution, obs, g.env_steps, self.noise.get_state(), seconds)
 
 
 class InProcess:

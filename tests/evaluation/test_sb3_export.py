@@ -10,9 +10,9 @@ from torch.func import functional_call
 
 import envs
 from agents.normalizer import ObsNormalizer
-from agents.policy import ActorCritic, Params, init_params
+from agents.policy import ActorCritic, Params, init_params, mean_action
 from envs.task_env import TaskEnv
-from evaluation.sb3_export import export_sb3, mean_action
+from evaluation.sb3_export import export_sb3
 
 TOL = 1e-5
 

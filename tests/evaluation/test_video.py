@@ -25,13 +25,13 @@ def tasks(point):
     return list(point.sample(0, 2).tasks)
 
 
-def _zero(task_index: int, obs: np.ndarray) -> np.ndarray:
-    return np.zeros(2, np.float32)
+def _zero(task_index: int):
+    return lambda obs, reward: np.zeros(2, np.float32)
 
 
-def _to_plus_x(task_index: int, obs: np.ndarray) -> np.ndarray:
+def _to_plus_x(task_index: int):
     """Drive the puck to x = 0.4 and hold it there (in view of the camera)."""
-    return np.array([np.clip(4.0 * (0.4 - obs[0]) - obs[2], -1.0, 1.0), -obs[3]], np.float32)
+    return lambda obs, reward: np.array([np.clip(4.0 * (0.4 - obs[0]) - obs[2], -1.0, 1.0), -obs[3]], np.float32)
 
 
 POLICIES = [("zero", _zero), ("to x=0.4", _to_plus_x)]
@@ -103,7 +103,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(point, tmp_path, name,
 
 
 def test_bad_action_shape_writes_nothing(point, tasks, tmp_path):
-    bad = [("bad", lambda i, obs: np.zeros(3, np.float32))]
+    bad = [("bad", lambda i: lambda obs, reward: np.zeros(3, np.float32))]
     with pytest.raises(ValueError, match=r"policy 'bad' returned an action of shape \(3,\): expected \(2,\)"):
         render_comparison(point, tasks, bad, tmp_path / "cmp.mp4", progress=False, **SMALL)
     assert list(tmp_path.iterdir()) == []

@@ -38,7 +38,7 @@ def test_defaults_are_valid_and_match_the_documented_values() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"algo": "sgd"}, "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, multitask"),
+        ({"algo": "sgd"}, "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, rl2, context, multitask"),
         ({"family": "maze"}, "family='maze' is not allowed: expected one of grasp, terrain, door, point, cheetah"),
         ({"backend": "jax"}, "backend='jax' is not allowed: expected one of cpu, warp"),
         ({"critic": "gae"}, "critic='gae' is not allowed: expected one of value, linear"),
@@ -118,7 +118,7 @@ def test_save_yaml_then_load_yaml_round_trips(tmp_path) -> None:
         ({"normalize_obs": "yes please"}, "config.yaml: normalize_obs must be true or false, not str 'yes please'"),
         (
             {"algo": "sgd"},
-            "config.yaml: algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, multitask",
+            "config.yaml: algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, rl2, context, multitask",
         ),
     ],
 )
@@ -198,7 +198,7 @@ def test_missing_config_file_exits_2(tmp_path, capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--algo", "sgd"], "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, multitask"),
+        (["--algo", "sgd"], "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, rl2, context, multitask"),
         (["--meta-batch", "0"], "meta_batch=0 is not allowed: expected a positive integer"),
         (["--device", "cuda"], "device='cuda' is not allowed with backend='cpu': use backend='warp' for a GPU"),
         (["--gamma", "2"], "gamma=2.0 is not allowed: expected a number in (0, 1]"),

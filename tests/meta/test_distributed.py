@@ -53,11 +53,12 @@ def assert_same_step(local: dict, dist: dict) -> None:
         torch.testing.assert_close(dist["normalizer"][k], local["normalizer"][k], rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("algo", ["maml", "reptile"])
+@pytest.mark.parametrize("algo", ["maml", "reptile", "rl2", "context"])
 def test_one_outer_step_on_two_ray_workers_equals_the_local_step(local_ray, tmp_path, algo):
-    local, dist, local_rows, dist_rows = run_pair(tmp_path, algo=algo)
+    extra = {"trial_episodes": 2} if algo in ("rl2", "context") else {}
+    local, dist, local_rows, dist_rows = run_pair(tmp_path, algo=algo, **extra)
     assert_same_step(local, dist)
-    initial = build(TrainConfig(**POINT, algo=algo))[0].theta
+    initial = build(TrainConfig(**POINT, algo=algo, **extra))[0].theta
     moved = sum((local["learner"]["theta"][k] - v.detach()).abs().max() for k, v in initial.items())
     assert moved > 1e-3  # a real step, not two copies of θ₀
     for key in ("rollout/pre_return", "rollout/post_return", "rollout/post_success"):

@@ -16,7 +16,6 @@ from meta.algorithms import build
 from meta.config import TrainConfig
 from meta.runs import load_run
 from meta.trainer import train
-from meta.worker import adapt_and_measure
 
 # From a sweep on this machine (docs/training.md; 3 training seeds: post − pre +6.7 to +8.8, every 95 % CI above 0;
 # ~50 s of training on 2 busy cores). One large inner step; observation normalization off (with it, large inner
@@ -36,7 +35,7 @@ def pre_and_post(learner, normalizer, cfg) -> tuple[np.ndarray, np.ndarray]:
     family = make_family(cfg.family)
     tasks = family.sample(123, 20, "test")
     env = TaskVecEnv(family, tasks, cfg.envs_per_task)
-    support, _, _, query = adapt_and_measure(env, learner, normalizer, torch.Generator().manual_seed(1), (7, 8))
+    support, _, _, query = learner.adapt_and_measure(env, normalizer, torch.Generator().manual_seed(1), (7, 8))
     return support.stats["return"].numpy(), query.stats["return"].numpy()
 
 

@@ -51,7 +51,7 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("algo", ["maml", "fomaml", "metasgd", "reptile"])
+@pytest.mark.parametrize("algo", ["maml", "fomaml", "metasgd", "reptile", "rl2", "context"])
 def test_training_writes_a_complete_run_folder(tmp_path, algo):
     run = train(tiny(tmp_path, algo=algo, iterations=3, checkpoint_every=2))
     assert from_dict(load_yaml(run / "config.yaml"), "config.yaml") == tiny(
@@ -59,7 +59,11 @@ def test_training_writes_a_complete_run_folder(tmp_path, algo):
     )
     metrics = rows(run)
     assert [r["iteration"] for r in metrics] == ["1", "2", "3"]
-    assert {"rollout/pre_return", "rollout/post_success", "inner/loss"} <= metrics[0].keys()
+    assert {"rollout/pre_return", "rollout/post_success"} <= metrics[0].keys()
+    if algo in ("rl2", "context"):  # adapting is acting: no inner loop, PPO's own diagnostics
+        assert {"outer/approx_kl", "outer/clip_fraction", "outer/reward_scale"} <= metrics[0].keys()
+    else:
+        assert {"inner/loss", "inner/approx_kl", "inner/clip_fraction"} <= metrics[0].keys()
     assert any(k.startswith("outer/") for k in metrics[0])
     assert {p.name for p in (run / "checkpoints").iterdir()} >= {"latest.pt", "best.pt", "iter_00002.pt"}
     assert len((run / "tasks.jsonl").read_text().splitlines()) == 3
@@ -68,10 +72,13 @@ def test_training_writes_a_complete_run_folder(tmp_path, algo):
     assert state["iteration"] == 3 and state["config"] == to_dict(from_dict(load_yaml(run / "config.yaml"), "c"))
 
 
-def test_a_run_killed_mid_training_resumes_to_the_same_metrics(tmp_path):
-    full = train(tiny(tmp_path / "a", iterations=12))
+@pytest.mark.parametrize("algo", ["maml", "rl2"])
+def test_a_run_killed_mid_training_resumes_to_the_same_metrics(tmp_path, algo):
+    extra = {"trial_episodes": 2} if algo == "rl2" else {}
+    full = train(tiny(tmp_path / "a", iterations=12, algo=algo, **extra))
     killed = tmp_path / "b"
-    args = [*TINY, "--iterations", "12", "--out", str(killed)]
+    flags = ["--algo", algo, *(["--trial-episodes", "2"] if extra else [])]
+    args = [*TINY, *flags, "--iterations", "12", "--out", str(killed)]
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=tmp_path,
