@@ -7,7 +7,6 @@ Its flags are the fields of :class:`evaluation.protocol.EvalConfig` (the protoco
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -15,14 +14,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from agents.normalizer import ObsNormalizer
 from envs.registry import parse_task_batch
 from envs.sim import SimSettings, share_cores_with_physics
 from evaluation.baselines import BASELINES, TRAINED_IN, baseline, baseline_config
 from evaluation.outputs import header, table, write_outputs
 from evaluation.protocol import AdaptedMethod, EvalConfig, adaptation_curve, evaluate_methods
+from meta.checkpoint import Damaged
 from meta.config import TrainConfig, family_of
-from meta.flags import add_flags
-from meta.runs import RunFolder, load_run, read_checkpoint
+from meta.flags import Parser, add_flags
+from meta.outer_loop import OuterLoop
+from meta.runs import RunFolder, load_run, mujoco_log, read_checkpoint, run_config
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,15 @@ class EvaluateOptions:
     baseline_settings: tuple[str, ...] = field(default=(), metadata={"metavar": "KEY=NUMBER"})
     """settings of the trained baselines' PPO (multitask, oracle, search's oracle) over the run's, each one of
     log_std_init, outer_lr, ent_coef, bound_coef, clip, max_grad_norm; e.g. log_std_init=-1"""
-    checkpoint: str = field(default="latest", metadata={"choices": ("latest", "best")})
-    """which checkpoint of the run to evaluate"""
+    checkpoint: str = field(default="latest", metadata={"metavar": "NAME"})
+    """which checkpoint of the run to evaluate: latest, best (by the return after adapting while training) or
+    iter_NNNNN (kept every checkpoint_every iterations); each writes to its own folder"""
     backend: str | None = None
     """simulator to evaluate on: cpu or warp (default: the one the run trained on)"""
     device: str | None = None
     """cpu or cuda (default: the run's device, or cpu with --backend cpu)"""
     out: str | None = field(default=None, metadata={"metavar": "DIR"})
-    """output folder (default: RUN_DIR/eval/<split>)"""
+    """output folder (default: RUN_DIR/eval/<split> for latest, RUN_DIR/eval/<split>-<checkpoint> for another)"""
     video: bool = False
     """also render up to 4 held-out tasks before and after K rounds, side by side, to adaptation.mp4"""
     video_only: bool = False
@@ -57,8 +60,8 @@ class EvaluateOptions:
     """the task to adapt to for --export-sb3: a one-task batch (python -m envs sample FAMILY --n 1)"""
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="evaluate.py",
         description="Few-shot adaptation of a trained run on held-out tasks, against baselines; writes "
         "RUN_DIR/eval/<split>/ (eval.json, eval.csv, adaptation.png).",
@@ -85,6 +88,27 @@ def parse_settings(items: tuple[str, ...]) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"--baseline-settings {item!r} is not allowed: expected KEY=NUMBER") from None
     return settings
+
+
+def load(opts: EvaluateOptions) -> tuple[TrainConfig, OuterLoop, ObsNormalizer]:
+    """The run's checkpoint ``opts.checkpoint``. A name the run does not keep, or a damaged file, is refused in one
+    line naming the checkpoints it does keep: an earlier one may be whole."""
+    run_config(opts.run)  # a missing folder, or one that is not a run, is said as such first
+    kept = RunFolder(Path(opts.run)).kept()
+    if opts.checkpoint not in kept:
+        raise ValueError(
+            f"--checkpoint {opts.checkpoint} is not allowed: expected one of {', '.join(kept)}"
+            if kept
+            else f"--checkpoint {opts.checkpoint} is not allowed: {opts.run} keeps no checkpoint yet"
+        )
+    try:
+        return load_run(opts.run, opts.checkpoint)
+    except Damaged as e:
+        others = [k for k in kept if k != opts.checkpoint]
+        if not others:
+            raise
+        either = others[0] if len(others) == 1 else f"{', '.join(others[:-1])} or {others[-1]}"
+        raise ValueError(f"{e}; try --checkpoint {either}") from None
 
 
 def simulator(opts: EvaluateOptions, cfg: TrainConfig) -> SimSettings:
@@ -146,6 +170,14 @@ def video(cfg: TrainConfig, method: AdaptedMethod, ec: EvalConfig, sim: SimSetti
     print(f"wrote {out / 'adaptation.mp4'} ({frames} frames, {len(tasks)} tasks × before/after)")
 
 
+def title(cfg: TrainConfig, ec: EvalConfig, checkpoint: str) -> str:
+    """The plots' title: what was evaluated, on how many tasks and seeds (``door (maml) on test: 20 tasks × 1
+    seed``), and the checkpoint when not the latest."""
+    seeds = f"{len(ec.seeds)} seed{'s' if len(ec.seeds) > 1 else ''}"
+    which = "" if checkpoint == "latest" else f", checkpoint {checkpoint}"
+    return f"{cfg.family} ({cfg.algo}{which}) on {ec.split}: {ec.n_tasks} tasks × {seeds}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = vars(p.parse_args(argv))
@@ -153,15 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         opts = EvaluateOptions(**_given(EvaluateOptions, args))
         ec = EvalConfig(**_given(EvalConfig, args))
         settings = parse_settings(opts.baseline_settings)
-        cfg, learner, normalizer = load_run(opts.run, opts.checkpoint)
+        cfg, learner, normalizer = load(opts)
         baseline_config(cfg, "multitask", 1, settings)  # a bad setting is refused before anything is written
         sim = simulator(opts, cfg)
         share_cores_with_physics()
         method = AdaptedMethod.of(cfg.algo, learner, normalizer)
         if opts.export_sb3 is not None:
-            export(opts, cfg, method, ec, sim)
+            with mujoco_log(RunFolder(Path(opts.run))):
+                export(opts, cfg, method, ec, sim)
             return 0
-        out = Path(opts.out) if opts.out else RunFolder(Path(opts.run)).evaluation(ec.split)
+        out = Path(opts.out) if opts.out else RunFolder(Path(opts.run)).evaluation(ec.split, opts.checkpoint)
         try:  # the last check, so bad input above leaves nothing behind
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -176,23 +209,29 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as e:  # no offscreen GL: a missing system package, said in one line
                 p.exit(1, f"{p.prog}: error: {e}\n")
     except ValueError as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
-    if opts.video or opts.video_only:
-        video(cfg, method, ec, sim, out)
-        if opts.video_only:
-            return 0
-    family = family_of(cfg)
-    iterations = read_checkpoint(opts.run, opts.checkpoint)[1]["iteration"]
-    methods = [method]
-    for name in opts.baselines:
-        if name in TRAINED_IN:
-            trained = TRAINED_IN[name]
-            print(f"{name} baseline: {trained} PPO on the train split for the run's {iterations} iterations (cached)")
-        methods.append(baseline(name, Path(opts.run), cfg, iterations, settings))
-    with tqdm(total=len(methods) * len(ec.seeds), desc=f"evaluate {cfg.family} {ec.split}", unit="seed") as bar:
-        results = evaluate_methods(methods, family, ec, sim, progress=bar)
+        p.error(str(e))
+    with mujoco_log(RunFolder(Path(opts.run))):
+        if opts.video or opts.video_only:
+            video(cfg, method, ec, sim, out)
+            if opts.video_only:
+                return 0
+        family = family_of(cfg)
+        iterations = read_checkpoint(opts.run, opts.checkpoint)[1]["iteration"]
+        methods = [method]
+        for name in opts.baselines:
+            if name in TRAINED_IN:
+                trained = f"{TRAINED_IN[name]} PPO on the train split for the run's {iterations} iterations"
+                print(f"{name} baseline: {trained} (cached)")
+            methods.append(baseline(name, Path(opts.run), cfg, iterations, settings))
+        with tqdm(
+            total=len(methods) * len(ec.seeds),
+            desc=f"evaluate {cfg.family} {ec.split}",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} method × seed "
+            "[{elapsed} elapsed, {remaining} left]",
+        ) as bar:
+            results = evaluate_methods(methods, family, ec, sim, progress=bar)
     results = {**header(Path(opts.run), opts.checkpoint, ec, cfg), **results}
-    write_outputs(results, out, f"{cfg.family} ({cfg.algo}) on {ec.n_tasks}×{len(ec.seeds)} {ec.split} tasks")
+    write_outputs(results, out, title(cfg, ec, opts.checkpoint))
     print(table(results))
     print(f"wrote {out}/eval.json, eval.csv, adaptation.png")
     return 0

@@ -30,14 +30,24 @@ def header(run: Path, checkpoint: str, ec: EvalConfig, cfg: TrainConfig) -> dict
 
 
 def table(results: dict) -> str:
-    """The printed summary: per method and k, return and success (IQM [95 % CI])."""
-    lines = [f"{'method':10s} {'k':>2s}  {'return IQM [95% CI]':>28s}  {'success IQM [95% CI]':>24s}"]
+    """The printed summary: a line saying what k and the numbers are, then per method and k the success and return,
+    each as the mean over tasks with its 95 % CI (the share of tasks solved, what a reader expects) and the IQM
+    beside it (robust to a few outlying tasks)."""
+    ec = results["config"]
+    seeds = len(ec["seeds"])
+    lines = [
+        f"k: rounds of adaptation, each from {ec['support_episodes']} fresh support episodes per task (k = 0: before "
+        f"adapting); mean over {ec['n_tasks']} tasks × {seeds} seed{'s' if seeds > 1 else ''} [95 % CI], then the IQM",
+        f"{'method':10s} {'k':>2s}  {'success: mean [95% CI]':>23s} {'IQM':>6s}  "
+        f"{'return: mean [95% CI]':>30s} {'IQM':>9s}",
+    ]
     for name, r in results["methods"].items():
         for row in r["summary"]:
-            ret, suc = row["return"], row["success"]
+            suc, ret = row["success"], row["return"]
             lines.append(
-                f"{name:10s} {row['k']:2d}  {ret['iqm']:9.2f} [{ret['iqm_ci_low']:8.2f}, {ret['iqm_ci_high']:8.2f}]"
-                f"  {suc['iqm']:6.1%} [{suc['iqm_ci_low']:6.1%}, {suc['iqm_ci_high']:6.1%}]"
+                f"{name:10s} {row['k']:2d}  {suc['mean']:6.1%} [{suc['mean_ci_low']:6.1%}, {suc['mean_ci_high']:6.1%}]"
+                f" {suc['iqm']:6.1%}  {ret['mean']:9.2f} [{ret['mean_ci_low']:8.2f}, {ret['mean_ci_high']:8.2f}]"
+                f" {ret['iqm']:9.2f}"
             )
     return "\n".join(lines)
 

@@ -10,7 +10,6 @@ Precedence: field defaults < ``--config FILE.yaml`` < flags given on the command
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import re
@@ -24,10 +23,11 @@ from agents.inner_loop import CRITICS, InnerLoop
 from agents.policy import ActorCritic
 from agents.ppo import LossWeights
 from envs.family import Family
+from envs.files import atomic_path
 from envs.oracle import OracleFamily
 from envs.registry import FAMILIES, make_family
 from envs.sim import SimSettings
-from meta.flags import add_flags, flag
+from meta.flags import Parser, add_flags, flag, nearest
 
 ALGOS = ("maml", "fomaml", "metasgd", "reptile", "rl2", "context", "multitask")
 IN_CONTEXT = ("rl2", "context")
@@ -288,7 +288,9 @@ def _typed(d: Any, where: str) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     for key, value in d.items():
         if key not in fields:
-            raise ValueError(f"{where}: unknown key {key!r}: expected one of {', '.join(fields)}")
+            close = nearest(key, fields)
+            expected = f"did you mean {close!r}?" if close else f"expected one of {', '.join(fields)}"
+            raise ValueError(f"{where}: unknown key {key!r}: {expected}")
         accepts, expected = _EXPECTED[str(fields[key].type)]
         if not accepts(value):
             raise ValueError(f"{where}: {key} must be {expected}, not {type(value).__name__} {value!r}")
@@ -367,47 +369,75 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
-    """Write ``cfg`` to ``path`` as YAML that :func:`load_yaml` and :func:`from_dict` read back unchanged."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    """Write ``cfg`` to ``path`` as YAML that :func:`load_yaml` and :func:`from_dict` read back unchanged, whole or
+    not at all (a resumed run rewrites its ``config.yaml``, and a stop then must not cut it)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 
-def build_parser() -> argparse.ArgumentParser:
+PROGRESS = (
+    "The progress bar shows the iterations done, the time elapsed and the time left at the pace so far, then the "
+    "last iteration's mean return and success before adapting (θ's own episodes; rl2, context: each trial's first "
+    "episode) and after adapting (the adapted policies' episodes; rl2, context: each trial's last), as metrics.csv "
+    "logs them in rollout/pre_* and rollout/post_*, and the env steps simulated per second. Ctrl-C stops a run at "
+    "its last complete iteration, to be continued with --resume RUN_DIR."
+)
+"""What ``train.py``'s progress bar shows, for its ``--help``."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """``train.py --resume RUN_DIR [--iterations N]``: continue a run with its saved config, to ``N`` iterations in
+    all when given (training it longer than it was started for)."""
+
+    run: str
+    iterations: int | None = None
+
+
+def build_parser() -> Parser:
     """The ``train.py`` parser: one flag per :class:`TrainConfig` field (:func:`meta.flags.add_flags`), plus
     ``--config`` and ``--resume``."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="train.py",
-        description="Meta-train a policy on a robometa task family (MAML, FOMAML, Meta-SGD or Reptile).",
-        epilog="Precedence: field defaults < --config FILE.yaml < flags given on the command line.",
+        description="Meta-train a policy on a robometa task family (maml, fomaml, metasgd, reptile, rl2, context, or "
+        "the multitask baseline).",
+        epilog=f"Precedence: field defaults < --config FILE.yaml < flags given on the command line. {PROGRESS}",
         allow_abbrev=False,  # --inner-lr/--inner-steps: prefixes would be ambiguous or silently pick one
     )
     p.add_argument("--config", metavar="FILE.yaml", help="take option values from this YAML file")
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its latest checkpoint, with its saved config.yaml (no other flags)",
+        help="continue the run in RUN_DIR from its latest checkpoint, with its saved config.yaml; the only other flag "
+        "it takes is --iterations N, to train it longer (N iterations in all)",
     )
     add_flags(p, TrainConfig)
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
-    """The run's config and, with ``--resume RUN_DIR``, that folder (else ``None``).
+def parse_args(argv: list[str] | None = None) -> TrainConfig | Resume:
+    """The new run's config or, with ``--resume RUN_DIR``, the run to continue.
 
-    With ``--resume`` the first element is the default config, a placeholder: the trainer reads the run's own
-    ``RUN_DIR/config.yaml`` (and says so if the folder is not a run). Any invalid value exits with status 2 and a
-    one-line ``train.py: error: ...`` on stderr, like any other argparse error.
+    Whether ``RUN_DIR`` is a run, and whether ``--iterations`` goes past what it has done, is the trainer's to say
+    (it reads the run). Any invalid value exits with status 2 and a one-line ``train.py: error: ...`` on stderr.
     """
     p = build_parser()
     args = vars(p.parse_args(argv))
     config, resume = args.pop("config"), args.pop("resume")
-    if resume is not None:
-        given = [*(["config"] if config is not None else []), *args]
-        if given:
-            p.error(f"--resume continues a run with its saved config: drop {flag(given[0])}")
-        return TrainConfig(), resume
     try:
+        if resume is not None:
+            given = [*(["config"] if config is not None else []), *(k for k in args if k != "iterations")]
+            if given:
+                raise ValueError(
+                    f"--resume continues a run with its saved config: drop {flag(given[0])} "
+                    "(--iterations N is the one flag it takes, to train longer)"
+                )
+            iterations = args.get("iterations")
+            if iterations is not None:
+                TrainConfig(iterations=iterations)  # refuses what no run could train to, as for a new run
+            return Resume(resume, iterations)
         kw = _typed(load_yaml(config), where=config) if config is not None else {}
         kw.update({k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
-        return TrainConfig(**kw), None
+        return TrainConfig(**kw)
     except ValueError as e:
         p.error(str(e))

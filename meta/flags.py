@@ -4,7 +4,8 @@ A field's docstring (the string literal under it, as tyro and CleanRL write them
 default appended, so a new option is one new field. Flags default to ``argparse.SUPPRESS``: the namespace holds only
 the flags actually given, which lets them override a config file and lets a command refuse them where they make no
 sense. A field may carry ``metadata``: ``flag`` (another flag name), ``choices``, ``metavar`` or
-``positional=True``.
+``positional=True``. :class:`Parser` is both commands' ``ArgumentParser``: every error one line, a misspelled flag
+answered with the nearest one.
 """
 
 from __future__ import annotations
@@ -12,9 +13,43 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import difflib
 import inspect
 import textwrap
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose every error is one line, ``PROG: error: ...`` with exit status 2, and the usage only
+    for ``--help``: argparse's own prints the whole usage first, a dozen lines above the one that says what is
+    wrong. An unknown flag is answered with the nearest known one (:func:`nearest`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            unknown = next((a for a in extra if a.startswith("-")), None)
+            if unknown is None:
+                self.error(f"unrecognized arguments: {' '.join(extra)}")
+            name = unknown.partition("=")[0]
+            close = nearest(name, [s for a in self._actions for s in a.option_strings if s.startswith("--")])
+            self.error(
+                f"unrecognized argument {name}: "
+                + (f"did you mean {close}?" if close else f"{self.prog} --help lists the options")
+            )
+        return parsed
+
+
+def nearest(name: str, known: Iterable[str]) -> str | None:
+    """The known name nearest a misspelled ``name`` (:func:`difflib.get_close_matches`), or ``None``: a refusal that
+    asks "did you mean --iterations?" says more than a list of every name."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return close[0] if close else None
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -58,12 +93,11 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] 
             continue
         meta, kind = f.metadata, str(f.type)
         default = f.default if f.default is not dataclasses.MISSING else None
-        # A field without a default value (None) says in its docstring what happens without it.
-        text = (
-            docs[f.name]
-            if meta.get("positional") or default is None
-            else f"{docs[f.name]} (default: {_shown(default)})"
-        )
+        # A field without a default value (None) says in its docstring what happens without it, or has none.
+        if meta.get("positional") or (default is None and "default" in docs[f.name]):
+            text = docs[f.name]
+        else:
+            text = f"{docs[f.name]} (default: {'none' if default is None else _shown(default)})"
         kw: dict[str, Any] = {"help": text.replace("%", "%%")}
         if not meta.get("positional"):
             kw.update(dest=f.name, default=argparse.SUPPRESS)

@@ -13,3 +13,14 @@ def _sb3_logs_in_a_temporary_folder(tmp_path_factory):
     mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3-logs")))
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mujoco_warnings_in_a_temporary_folder(tmp_path_factory):
+    """MuJoCo writes its warnings (an unstable simulation, which some tests provoke) to ``MUJOCO_LOG.TXT`` in the
+    current folder, the checkout when pytest runs there; in-process code that is not training or evaluating a run
+    (those log to their run folder) logs here instead."""
+    from meta.runs import RunFolder, mujoco_log
+
+    with mujoco_log(RunFolder(tmp_path_factory.mktemp("mujoco-log"))):
+        yield

@@ -16,6 +16,7 @@ from envs.registry import FAMILIES
 from envs.sim import share_cores_with_physics
 
 RESULTS = Path("results")  # where runs go by default: RESULTS/<plan>/<cell>/
+README = Path("README.md")  # whose headline table a report into docs/ rewrites (between its markers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plan", required=True, type=Path, metavar="PLAN.yaml", help="the plan: benchmarks/plans/*.yaml")
     p.add_argument("--results", type=Path, default=RESULTS, help="where runs go: RESULTS/<plan>/ (default results)")
     p.add_argument("--out", type=Path, help="where results.json, results.md and img/ go (default: the plan's out)")
+    p.add_argument(
+        "--readme",
+        type=Path,
+        metavar="README.md",
+        help="rewrite the headline table between this file's <!-- results:begin --> and <!-- results:end --> markers "
+        "(default: README.md when the report goes to the plan's out and that is docs; none without the markers)",
+    )
     p.add_argument("--only", nargs="+", choices=list(FAMILIES), metavar="FAMILY", help="run only these families' cells")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true", help="print every cell as done, partial or todo; run nothing")
@@ -62,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         + (["--results", display_path(args.results)] if args.results != RESULTS else [])
         + (["--out", display_path(args.out)] if args.out else [])
     )
-    write_report(plan, runs, out, records, command)
-    print(f"wrote {len(records)} records to {out / 'results.json'}, and {out / 'results.md'}")
+    readme = args.readme or (README if args.out is None and plan.out == Path("docs") else None)
+    if write_report(plan, runs, out, records, command, readme):
+        print(f"wrote {len(records)} records to {out / 'results.json'}, {out / 'results.md'} and the table of {readme}")
+    else:
+        print(f"wrote {len(records)} records to {out / 'results.json'}, and {out / 'results.md'}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Running and caching a plan's cells: how far a cell got (:func:`progress`), which of its evaluations stand
 (:func:`evaluated`), the refusal of a run folder the plan no longer describes (:func:`check_run`), the lock that
-shares the cells out between processes (:func:`held`), running a cell (:func:`run_cell`) and the estimate of what is
-left (:func:`status`)."""
+shares the cells out between processes (:func:`held`), running a cell (:func:`run_cell`), the estimate of what is
+left (:func:`status`) and what a cell took (:func:`process_seconds`)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def cached(cell: Cell, run: Path, split: str) -> dict:
     than the plan now asks), else ``{}``."""
     path = eval_json(run, split)
     results = json.loads(path.read_text()) if path.is_file() else {}
-    return results if results.get("config") == config_dict(cell.eval.config(split, cell.seed)) else {}
+    return results if results.get("config") == config_dict(cell.eval_config(split)) else {}
 
 
 def unmeasured(cell: Cell, run: Path, results: dict) -> list[str]:
@@ -152,13 +152,14 @@ def run_cell(cell: Cell, run: Path) -> None:
 
 
 def evaluate_split(cell: Cell, run: Path, split: str) -> None:
-    """``evaluate.py RUN --split SPLIT --seeds SEED --baselines ...`` with each method timed on its own; writes
-    ``<run>/eval/<split>/`` with, beside evaluate.py's keys, ``eval_seconds`` and ``trained_in`` per method. A method
-    the split's cached evaluation already measured under the same protocol is kept, not run again: every method
-    draws its own episodes from the seed, so a baseline added to the plan is measured alone."""
+    """``evaluate.py RUN --split SPLIT --seeds SEED --baselines ...`` (``SEED``: :meth:`Cell.eval_seed`) with each
+    method timed on its own; writes ``<run>/eval/<split>/`` with, beside evaluate.py's keys, ``eval_seconds`` and
+    ``trained_in`` per method. A method the split's cached evaluation already measured under the same protocol is
+    kept, not run again: every method draws its own episodes from the seed, so a baseline added to the plan is
+    measured alone."""
     cfg, learner, normalizer = load_run(run)
     family = family_of(cfg)
-    ec = cell.eval.config(split, cell.seed)
+    ec = cell.eval_config(split)
     old = cached(cell, run, split)
     results: dict = {"tasks": old.get("tasks", {}), "methods": old.get("methods", {})}
     seconds = old.get("eval_seconds", {})
@@ -241,7 +242,8 @@ def _kind(cell: Cell, method: str) -> str:
 
 
 def status(plan: Plan, runs: Path) -> list[str]:
-    """One line per cell (state, iterations trained, splits evaluated, estimated time left) and a total."""
+    """One line per cell (state, iterations trained, splits evaluated, estimated time left) and a total: the time
+    left, one process at a time, which is also the process-hours the cells not done will take."""
     estimator = Estimator(plan, runs)
     lines = [f"{'cell':28s} {'state':8s} {'trained':>11s}  {'evaluated':10s} {'left':>9s}"]
     counts = dict.fromkeys(("done", "partial", "todo"), 0)
@@ -255,11 +257,22 @@ def status(plan: Plan, runs: Path) -> list[str]:
         trained = f"{min(p.trained.iterations, cell.train.iterations)}/{cell.train.iterations}"
         shown = "-" if state == "done" else duration(left)
         lines.append(f"{cell.name:28s} {state:8s} {trained:>11s}  {' '.join(p.splits) or '-':10s} {shown:>9s}")
+    left = counts["partial"] + counts["todo"]
     lines.append(
         f"{counts['done']} done, {counts['partial']} partial, {counts['todo']} todo of {len(plan.cells)} cells: "
-        f"about {duration(total)} left on this machine ({cores()} cores)"
+        f"about {duration(total)} left on this machine ({cores()} cores), one process at a time; "
+        f"{total / 3600:.1f} process-hours in the {left} {'cell' if left == 1 else 'cells'} not done"
     )
     return lines
+
+
+def process_seconds(cell: Cell, run: Path) -> float:
+    """The seconds of one process the cell has taken so far: the training of its run and of its trained baselines
+    (``metrics.csv``'s ``perf/iteration_s``) and the evaluations of its splits under its present protocol
+    (``eval.json``'s ``eval_seconds``, every method measured, asked for now or not)."""
+    folders = [run] + [RunFolder(run).baseline(b, cell.train.iterations) for b in TRAINED_BASELINES]
+    seconds = sum(training(f).seconds for f in folders)
+    return seconds + sum(sum(cached(cell, run, s).get("eval_seconds", {}).values()) for s in cell.eval.splits)
 
 
 def duration(seconds: float) -> str:

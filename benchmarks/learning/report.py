@@ -1,6 +1,8 @@
 """The report of a plan's finished cells: one record per (family, algo, split, method, k) aggregated over tasks ×
-seeds (:func:`make_records`), and :func:`write_report`: ``results.json`` (the records), ``results.md`` (made from
-the same records: the protocol, the headline table and plots, every record, the commands) and the plots."""
+runs (:func:`make_records`), and :func:`write_report`: ``results.json`` (the records), ``results.md`` (made from
+the same records: the protocol, the headline table and plots, the curves within a trial, the adaptation cost, every
+record, the compute, the commands), the plots, and the README's headline table (:func:`readme_table`) between its
+markers."""
 
 from __future__ import annotations
 
@@ -13,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.learning.cells import cores, duration, evaluated
-from benchmarks.learning.plan import Cell, EvalSettings, Plan
+from benchmarks.learning.cells import cores, duration, evaluated, process_seconds
+from benchmarks.learning.plan import REPORTED, Cell, EvalSettings, Plan
 from envs.files import atomic_path
 from evaluation.baselines import TRAINED_IN
-from evaluation.outputs import plot
+from evaluation.outputs import plot, plot_within_trial
 from evaluation.protocol import METRICS, aggregate
-from meta.config import TrainConfig, to_dict
+from evaluation.statistics import stratified_bootstrap_ci
+from meta.config import IN_CONTEXT, TrainConfig, to_dict
 from meta.runs import RunFolder, Training, training
 
 RECORD_KEYS = (
@@ -32,14 +35,25 @@ RECORD_KEYS = (
     "success_ci_low",
     "success_ci_high",
     "success_mean",
+    "success_mean_ci_low",
+    "success_mean_ci_high",
     "return_iqm",
+    "return_mean",
     "env_steps",
     "wall_clock_s",
     "seeds",
 )
+"""``success_ci_*`` is the IQM's interval (a bootstrap over the pooled tasks × runs), ``success_mean_ci_*`` the
+mean's (:func:`evaluation.statistics.stratified_bootstrap_ci`: tasks resampled within each run); ``seeds`` are the
+run seeds."""
 SPLITS = ("test", "ood", "val")
 """The held-out splits (:data:`envs.family.HELD_OUT`) in the order the report shows them: the reported ones, then
 the one for tuning."""
+BASELINE_CHOICES = ("multitask", "sb3", "search", "scratch")
+"""What a user could pick instead of a meta-learner: the headline's best baseline is the best of these (the oracle,
+which sees the task, is an upper bound shown on its own)."""
+README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
+Z95 = 1.959964  # the standard normal's 97.5 % quantile
 
 
 # ---- the records ----------------------------------------------------------------------------------------------------
@@ -61,13 +75,24 @@ def collect_results(plan: Plan, runs: Path) -> dict[tuple[str, str, str], list[t
 
 def summaries(evaluations: list[tuple[Cell, dict]]) -> dict[str, tuple[list[dict], list[int]]]:
     """Per method, :func:`evaluation.protocol.aggregate` over the tasks of every cell that evaluated it, and those
-    cells' seeds."""
+    cells' seeds. Each metric's mean interval is the stratified one (:func:`evaluation.statistics.
+    stratified_bootstrap_ci`), the strata the runs: each cell's evaluation (of each of its evaluation seeds) is a run
+    on tasks of its own."""
     out = {}
     methods = dict.fromkeys(m for _, r in evaluations for m in r["methods"])
     for method in methods:
         with_it = [(c, r["methods"][method]) for c, r in evaluations if method in r["methods"]]
-        curves = [{m: np.array(r["per_task"][m][0]) for m in METRICS} for _, r in with_it]
-        out[method] = (aggregate(curves), [c.seed for c, _ in with_it])
+        curves = [
+            {m: np.array(r["per_task"][m][i]) for m in METRICS}
+            for _, r in with_it
+            for i in range(len(r["per_task"]["success"]))
+        ]
+        rows = aggregate(curves)
+        for row in rows:
+            for m in METRICS:
+                low, high = stratified_bootstrap_ci([c[m][row["k"]] for c in curves], np.mean)
+                row[m] = {**row[m], "mean_ci_low": low, "mean_ci_high": high}
+        out[method] = (rows, [c.seed for c, _ in with_it])
     return out
 
 
@@ -79,6 +104,7 @@ def make_records(plan: Plan, runs: Path) -> list[dict]:
             costs = np.array([_cost(runs / c.name, r, method) for c, r in evaluations if method in r["methods"]])
             train_steps, seconds, per_step = costs.mean(axis=0)  # per seed
             for row in rows:
+                success = row["success"]
                 records.append(
                     {
                         "family": family,
@@ -86,11 +112,14 @@ def make_records(plan: Plan, runs: Path) -> list[dict]:
                         "split": split,
                         "method": method,
                         "k": row["k"],
-                        "success_iqm": row["success"]["iqm"],
-                        "success_ci_low": row["success"]["iqm_ci_low"],
-                        "success_ci_high": row["success"]["iqm_ci_high"],
-                        "success_mean": row["success"]["mean"],
+                        "success_iqm": success["iqm"],
+                        "success_ci_low": success["iqm_ci_low"],
+                        "success_ci_high": success["iqm_ci_high"],
+                        "success_mean": success["mean"],
+                        "success_mean_ci_low": success["mean_ci_low"],
+                        "success_mean_ci_high": success["mean_ci_high"],
                         "return_iqm": row["return"]["iqm"],
+                        "return_mean": row["return"]["mean"],
                         "env_steps": round(float(train_steps + row["k"] * per_step)),
                         "wall_clock_s": round(float(seconds), 1),
                         "seeds": seeds,
@@ -108,15 +137,63 @@ def _cost(run: Path, results: dict, method: str) -> tuple[int, float, float]:
     return trained.env_steps, trained.seconds + results["eval_seconds"][method], adaptation
 
 
+def within_trial(evaluations: list[tuple[Cell, dict]]) -> dict[str, dict]:
+    """Per method whose evaluations record it (methods that adapt round by round; older ``eval.json`` files lack it:
+    those cells are left out), the success of each support episode in order over the cells, and its adaptation
+    seconds per task.
+
+    ``eval.json`` keeps each cell's per-episode summary (mean over its tasks, with a bootstrap interval), not the
+    per-task values, so the cells are pooled from their summaries: the mean of the cells' means, each cell weighted
+    equally (a family and algo share one protocol, so each has the same tasks); the interval is normal around it,
+    with the standard error of a mean of independent strata, ``√Σ seᵢ² / n``, each cell's ``seᵢ`` its own 95 %
+    interval's width / (2 · 1.96), clipped to [0, 1]. ``seconds`` is the mean over the cells of
+    ``adaptation_seconds_per_task`` (``support``: collecting the support episodes, ``adapt``: adapting to them)."""
+    out = {}
+    methods = dict.fromkeys(m for _, r in evaluations for m in r["methods"])
+    for method in methods:
+        with_it = [(c, r["methods"][method]) for c, r in evaluations if "within_trial" in r["methods"].get(method, {})]
+        if not with_it:
+            continue
+        rows = []
+        for episode in zip(*(m["within_trial"] for _, m in with_it), strict=False):
+            mean = float(np.mean([e["mean"] for e in episode]))
+            se = np.sqrt(sum(((e["mean_ci_high"] - e["mean_ci_low"]) / (2 * Z95)) ** 2 for e in episode)) / len(episode)
+            low, high = max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se)
+            rows.append({"mean": mean, "mean_ci_low": low, "mean_ci_high": high, "n": sum(e["n"] for e in episode)})
+        timed = [m["adaptation_seconds_per_task"] for _, m in with_it if "adaptation_seconds_per_task" in m]
+        seconds = {k: float(np.mean([t[k] for t in timed])) for k in ("support", "adapt")} if timed else None
+        out[method] = {"rows": rows, "seeds": [c.seed for c, _ in with_it], "seconds": seconds}
+    return out
+
+
+def compute(plan: Plan, runs: Path) -> dict[str, dict[str, float]]:
+    """Per family, the process-seconds its cells took (:func:`benchmarks.learning.cells.process_seconds`), of them
+    those of its new cells (algo rl2 or context), and how many cells of each there are."""
+    out: dict[str, dict[str, float]] = {}
+    for cell in plan.cells:
+        seconds = process_seconds(cell, runs / cell.name)
+        f = out.setdefault(cell.family, dict.fromkeys(("cells", "seconds", "new_cells", "new_seconds"), 0.0))
+        f["cells"] += 1
+        f["seconds"] += seconds
+        if cell.algo in IN_CONTEXT:
+            f["new_cells"] += 1
+            f["new_seconds"] += seconds
+    return out
+
+
 # ---- the report -----------------------------------------------------------------------------------------------------
-def write_report(plan: Plan, runs: Path, out: Path, records: list[dict], command: str) -> None:
-    """``results.json`` (the records), ``results.md`` (from the same records; ``command`` made them) and
-    ``img/results-<family>.png``."""
+def write_report(
+    plan: Plan, runs: Path, out: Path, records: list[dict], command: str, readme: Path | None = None
+) -> bool:
+    """``results.json`` (the records), ``results.md`` (from the same records; ``command`` made them),
+    ``img/results-<family>.png`` and ``img/within-trial-<family>.png``; and the headline table between the markers
+    of ``readme`` (:func:`update_readme`). Returns whether the README was rewritten."""
     (out / "img").mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(records, indent=1) + "\n")
-    plots = {}
+    plots, within_plots = {}, {}
     evaluations = collect_results(plan, runs)
+    curves = {key: within_trial(e) for key, e in evaluations.items()}
     for family, f in plan.families.items():
         splits = [s for s in SPLITS if (family, f.headline, s) in evaluations]
         path = out / "img" / f"results-{family}.png"
@@ -125,8 +202,35 @@ def write_report(plan: Plan, runs: Path, out: Path, records: list[dict], command
             _plot_family(family, f.headline, {s: evaluations[(family, f.headline, s)] for s in splits}, path)
         else:
             path.unlink(missing_ok=True)  # a plot of cells since deleted would outlive the records it showed
+        path = out / "img" / f"within-trial-{family}.png"
+        if _plot_within_trial(plan, family, curves, path):
+            within_plots[family] = path
+        else:
+            path.unlink(missing_ok=True)
+    relative = {k: v.relative_to(out) for k, v in plots.items()}
+    within_relative = {k: v.relative_to(out) for k, v in within_plots.items()}
+    text = markdown(plan, runs, records, relative, command, curves, compute(plan, runs), within_relative)
     with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(markdown(plan, runs, records, {k: v.relative_to(out) for k, v in plots.items()}, command))
+        tmp.write_text(text)
+    return readme is not None and update_readme(readme, readme_table(plan, records))
+
+
+def update_readme(path: Path, table: str) -> bool:
+    """Put ``table`` between the README's markers (``<!-- results:begin -->`` and ``<!-- results:end -->``, each
+    once, in that order), leaving every other byte as it was; a README without them (or none) is left alone.
+    Returns whether the markers were found."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    text = path.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or end < begin:
+        return False
+    new = text[: begin + len(README_BEGIN)] + "\n" + table + text[end:]
+    if new != text:
+        with atomic_path(path) as tmp:
+            tmp.write_text(new)
+    return True
 
 
 def _plot_family(family: str, algo: str, by_split: dict[str, list[tuple[Cell, dict]]], path: Path) -> None:
@@ -139,8 +243,9 @@ def _plot_family(family: str, algo: str, by_split: dict[str, list[tuple[Cell, di
     panels = []
     with tempfile.TemporaryDirectory() as tmp:
         for split, evaluations in by_split.items():
-            seeds = ", ".join(str(c.seed) for c, _ in evaluations)
-            title = f"{family}: {algo} on {split} ({evaluations[0][0].eval.n_tasks} tasks × seeds {seeds})"
+            title = (
+                f"{family}: {algo} on {split} ({evaluations[0][0].eval.n_tasks} tasks × {_runs(evaluations, split)})"
+            )
             every = [c.seed for c, _ in evaluations]
             lines = {
                 m if seen == every else f"{m} (seed {', '.join(map(str, seen))})": rows
@@ -152,89 +257,341 @@ def _plot_family(family: str, algo: str, by_split: dict[str, list[tuple[Cell, di
         plt.imsave(tmp, np.concatenate(panels))  # one figure size: the panels are equally wide
 
 
-def markdown(plan: Plan, runs: Path, records: list[dict], plots: dict[str, Path], command: str) -> str:
-    """``results.md``: how the numbers were made, the headline table and plots, every record, and the commands."""
+def _runs(evaluations: list[tuple[Cell, dict]], split: str) -> str:
+    """The runs of ``evaluations`` as a title names them: their seeds, and the evaluation seeds where they differ."""
+    seeds = ", ".join(str(c.seed) for c, _ in evaluations)
+    drawn = ", ".join(str(c.eval_seed(split)) for c, _ in evaluations)
+    return f"seeds {seeds}" if seeds == drawn else f"seeds {seeds}, eval seeds {drawn}"
+
+
+def _plot_within_trial(plan: Plan, family: str, curves: dict[tuple, dict[str, dict]], path: Path) -> bool:
+    """The within-trial curves on ``test`` of the family's gradient learner and its in-context learners, as far as
+    their evaluations recorded them; False when none did."""
+    f, groups = plan.families[family], plan.groups()
+    learners = dict.fromkeys((f.gradient or f.headline, *f.in_context))
+    shown = {a: curves[(family, a, "test")][a] for a in learners if a in curves.get((family, a, "test"), {})}
+    if not shown:
+        return False
+    protocols = {a: groups[(family, a)][0].eval for a in shown}
+    first = next(iter(protocols.values()))
+    same = all((e.steps, e.support_episodes) == (first.steps, first.support_episodes) for e in protocols.values())
+    lines = {(a if same else f"{a} (K = {_k(protocols[a])})"): c["rows"] for a, c in shown.items()}
+    n_tasks = first.n_tasks
+    title = f"{family} on test: success of each support episode ({n_tasks} tasks × each learner's runs)"
+    with atomic_path(path) as tmp:
+        plot_within_trial(lines, first.support_episodes, title, tmp)
+    return True
+
+
+def markdown(
+    plan: Plan,
+    runs: Path,
+    records: list[dict],
+    plots: dict[str, Path],
+    command: str,
+    curves: dict[tuple, dict[str, dict]] | None = None,
+    spent: dict[str, dict[str, float]] | None = None,
+    within_plots: dict[str, Path] | None = None,
+) -> str:
+    """``results.md``: how the numbers were made, the headline table and plots, the curves within a trial and the
+    adaptation cost (``curves``: :func:`within_trial` per (family, algo, split)), every record, the compute
+    (``spent``: :func:`compute`), and the commands."""
     import mujoco
 
     by = {(r["family"], r["algo"], r["split"], r["method"], r["k"]): r for r in records}
     lines = [
         "# Results: few-shot adaptation on held-out tasks",
         "",
-        f"Generated by `{command}` on {datetime.date.today()} from `results.json` (every number on this page is "
-        f"one of its records). Machine: {platform.machine()}, {cores()} cores, torch {torch.__version__}, MuJoCo "
-        f"{mujoco.__version__}, Python {platform.python_version()}.",
+        f"Generated by `{command}` on {datetime.date.today()} from `results.json` (every success and return in its "
+        "tables is one of its records; the curves within a trial and the seconds are read from the runs' "
+        f"`eval.json` and `metrics.csv`). Machine: {platform.machine()}, {cores()} cores, torch {torch.__version__}, "
+        f"MuJoCo {mujoco.__version__}, Python {platform.python_version()}.",
         "",
         "Protocol (`evaluate.py`): each cell of the plan is one meta-training run (family, algo, seed); on `n_tasks` "
-        "tasks of each held-out split, sampled with the cell's seed, every method takes K inner steps, each from "
-        "fresh support episodes, and is measured before the first step (k = 0) and after each on fresh evaluation "
-        "episodes. Success is the fraction of evaluation episodes solved; numbers are the IQM over tasks × seeds "
-        "with its 95 % bootstrap interval. The IQM leaves out the quarter of tasks with the lowest success and the "
-        "quarter with the highest, so a kind of task that fails every time and makes up less than a quarter of the "
-        "tasks does not show in it; the headline adds the mean over tasks × seeds (`success_mean` in "
-        "`results.json`). Baselines at the same budget: `scratch` (a fresh network, the same inner "
-        "loop), `multitask` (PPO on the train split for the run's env steps, then the same inner loop), `sb3` (SB3 "
-        "PPO from scratch on each task with the same per-task env steps), `oracle` (`multitask` that sees the "
-        "task's parameters: an upper bound, not meta-learning) and `search` (the oracle's policy told the task "
-        "parameters that did best in the support episodes, one candidate per episode: strategy optimization, Yu et "
-        "al. 2019; it never sees a held-out task's parameters). Env steps: the method's training plus one task's "
-        "adaptation up to k; wall clock: training plus evaluating that split, per seed.",
+        "tasks of each held-out split every method adapts for K rounds, each from fresh support episodes (a gradient "
+        "learner takes an inner step per round; an in-context learner, `rl2` or `context`, folds the episodes into "
+        "its memory or task posterior, forward passes only), and is measured before the first round (k = 0) and "
+        "after each on fresh evaluation episodes. K and the support episodes per round are given on every row. "
+        f"{_draws(plan)} Success is the fraction of evaluation episodes solved. Numbers are the mean over tasks × "
+        "runs with its 95 % stratified bootstrap interval: tasks are resampled within each run, since every run is "
+        "measured on a draw of tasks of its own, so the runs are the strata (`evaluation.statistics."
+        "stratified_bootstrap_ci`; rliable's `StratifiedBootstrap` is not used: its strata are the columns of a "
+        "[runs, tasks] score matrix, a fixed set of tasks shared by every run, which does not fit draws that differ "
+        "per run, and it would add arch, pandas, scipy and seaborn). The IQM over tasks × runs (with a bootstrap "
+        "interval over the pooled tasks, `success_iqm` in `results.json`) is given second: it leaves out the quarter "
+        "of tasks with the lowest success and the quarter with the highest, so a kind of task that fails every time "
+        "and makes up less than a quarter of the tasks does not show in it. Baselines at the same budget: `scratch` "
+        "(a fresh network, the same inner loop), `multitask` (PPO on the train split for the run's env steps, then "
+        "the same inner loop), `sb3` (SB3 PPO from scratch on each task with the same per-task env steps), `oracle` "
+        "(`multitask` that sees the task's parameters: an upper bound, not meta-learning) and `search` (the oracle's "
+        "policy told the task parameters that did best in the support episodes, one candidate per episode: strategy "
+        "optimization, Yu et al. 2019; it never sees a held-out task's parameters). Env steps: the method's "
+        "training plus one task's adaptation up to k; wall clock: training plus evaluating that split, per seed.",
         "",
         *_headline(plan, by),
         *(
             f"![{family}: return and success against inner steps k, a row per split]({path.as_posix()})\n"
             for family, path in plots.items()
         ),
+        *_within_trial_section(plan, by, curves or {}, within_plots or {}),
+        *_adaptation_cost(plan, curves or {}),
         *(["## What mattered", "", plan.notes.read_text().strip(), ""] if plan.notes else []),
         *_full_table(plan, records, by),
+        *_compute(spent),
         *_commands(plan, runs, command),
         *_videos(plan, runs),
     ]
     return "\n".join(lines)
 
 
+def _draws(plan: Plan) -> str:
+    """The sentence saying which seeds drew the reported tasks."""
+    reserved = sorted({s for c in plan.cells for s in c.eval.report_seeds})
+    if not reserved:
+        return (
+            "The tasks and episodes of every split are drawn with the run's own seed (the plan reserves no report "
+            "seeds), the evaluation seed of its tuning measurements too."
+        )
+    without = [f"{f} {a}" for (f, a), group in plan.groups().items() if not group[0].eval.report_seeds]
+    return (
+        f"test and ood numbers come from eval seeds {', '.join(map(str, reserved))}, reserved for reporting: no "
+        "setting was chosen on them; tuning used val draws (the i-th run seed of a family and algo draws its "
+        "`test` and `ood` tasks with the i-th report seed; `val` keeps the run's seed)"
+        + (f"; the cells of {', '.join(without)} draw every split with their run seeds." if without else ".")
+    )
+
+
+def best_learner(plan: Plan, by: dict[tuple, dict], family: str) -> str | None:
+    """The family's best learner: of its headline, gradient and in-context learners, the one with the highest mean
+    success after its K rounds on ``test`` (on the first split measured, where none has a ``test`` record); ties go
+    to the first named. None when none has a record."""
+    candidates = plan.families[family].candidates
+    for split in SPLITS:
+        scored = [
+            (r["success_mean"], -i, a) for i, a in enumerate(candidates) if (r := _after(plan, by, family, a, split))
+        ]
+        if scored:
+            return max(scored)[2]
+    return None
+
+
+def _after(plan: Plan, by: dict[tuple, dict], family: str, algo: str, split: str, method: str = "") -> dict | None:
+    """``method``'s record (default: the algo itself) in the cells of (family, algo) on ``split`` after K rounds."""
+    group = plan.groups().get((family, algo))
+    return by.get((family, algo, split, method or algo, group[0].eval.steps)) if group else None
+
+
+def _headline_row(plan: Plan, by: dict[tuple, dict], family: str, learner: str, split: str) -> dict | None:
+    """What the headline tables show of ``learner`` on ``split``: before and after K rounds, the best baseline (of
+    :data:`BASELINE_CHOICES`, by mean after K rounds, measured in the learner's own cells: the same tasks and
+    budget) and the oracle before adapting; None when the learner has no record after K rounds there."""
+    e = plan.groups()[(family, learner)][0].eval
+    after = by.get((family, learner, split, learner, e.steps))
+    if after is None:
+        return None
+    baselines = [
+        (r["success_mean"], b, r) for b in BASELINE_CHOICES if (r := _after(plan, by, family, learner, split, b))
+    ]
+    best = max(baselines, key=lambda x: x[0]) if baselines else None
+    return {
+        "family": family,
+        "split": split,
+        "learner": learner,
+        "K": _k(e),
+        "before": by.get((family, learner, split, learner, 0)),
+        "after": after,
+        "baseline": (best[1], best[2]) if best else None,
+        "oracle": by.get((family, learner, split, "oracle", 0)),
+    }
+
+
 def _headline(plan: Plan, by: dict[tuple, dict]) -> list[str]:
-    baselines = ("multitask", "sb3", "search", "oracle", "scratch")  # what a user would pick instead, then bounds
-    # The oracle sees the task, so it needs no adaptation: its upper bound is its success before any inner step.
-    before = {"oracle"}
-    named = [f"{b} (k = 0)" if b in before else b for b in baselines]
-    columns = ["family", "algo", "split", "seeds", "pre (k = 0)", "post (k = K)", *named, "env steps", "wall clock"]
+    columns = [
+        "family",
+        "split",
+        "best learner",
+        "K × support",
+        "seeds",
+        "before → after (mean [95 % CI])",
+        "IQM before → after",
+        "learners after K (mean)",
+        "best baseline after K (mean [95 % CI])",
+        "oracle (k = 0)",
+        "env steps",
+        "wall clock",
+    ]
     lines = [
         "## Headline",
         "",
-        "Success on each family's headline algorithm before adaptation (k = 0) and after K inner steps (IQM [95 % "
-        "CI], then the mean), against every baseline after the same K steps (the oracle, which sees the task, "
-        "before any); env steps and wall clock of the headline algorithm at k = K. The full table below says which "
-        "seeds each method ran.",
+        "Per family and split, its best learner (of the headline, gradient and in-context learners the plan names, "
+        "the highest mean success after its K rounds on `test`; every candidate's mean after K is listed beside it): "
+        "success before adapting (k = 0) and after K rounds (K × support episodes per round), the best baseline "
+        "after the same K rounds in the learner's own cells (of multitask, sb3, search and scratch, by mean) and the "
+        "oracle, which sees the task, before any; env steps and wall clock of the learner at k = K. The full table "
+        "below says which seeds each method ran.",
         "",
         "| " + " | ".join(columns) + " |",
         "|---" * len(columns) + "|",
     ]
     groups = plan.groups()
     for family, f in plan.families.items():
-        group = groups[(family, f.headline)]
-        steps = group[0].eval.steps
+        learner = best_learner(plan, by, family)
+        if learner is None:
+            continue
+        group = groups[(family, learner)]
         for split in SPLITS:
-            post = by.get((family, f.headline, split, f.headline, steps))
-            if post is None:
+            row = _headline_row(plan, by, family, learner, split)
+            if row is None:
                 continue
+            post, pre = row["after"], row["before"]
+            others = [(a, r) for a in f.candidates if (r := _after(plan, by, family, a, split))]
             shown = [
-                *(_success(by.get((family, f.headline, split, f.headline, k)), with_mean=True) for k in (0, steps)),
-                *(_success(by.get((family, f.headline, split, b, 0 if b in before else steps))) for b in baselines),
+                family,
+                split,
+                f"{learner}{_sim(group[0].train)}",
+                row["K"],
+                _seeds(post["seeds"], group),
+                f"{_success(pre)} → {_success(post)}",
+                f"{_iqm(pre)} → {_iqm(post)}",
+                ", ".join(f"{a} {r['success_mean']:.0%}" for a, r in others),
+                _baseline(row["baseline"], post),
+                _bound(row["oracle"], post),
+                f"{post['env_steps']:,}",
+                duration(post["wall_clock_s"]),
             ]
-            algo, seeds = f"{f.headline}{_sim(group[0].train)}", _seeds(post["seeds"], group)
-            cost = [f"{post['env_steps']:,}", duration(post["wall_clock_s"])]
-            lines.append("| " + " | ".join([family, algo, split, seeds, *shown, *cost]) + " |")
+            lines.append("| " + " | ".join(shown) + " |")
     return [*lines, ""]
+
+
+def readme_table(plan: Plan, records: list[dict]) -> str:
+    """The README's headline table: per family, its best learner on held-out ``test`` tasks (:func:`best_learner`)
+    with K, success before → after K rounds (mean [95 % CI]), the best baseline and the oracle before adapting."""
+    by = {(r["family"], r["algo"], r["split"], r["method"], r["k"]): r for r in records}
+    columns = [
+        "family",
+        "best learner",
+        "K × support",
+        "before → after (mean [95 % CI])",
+        "best baseline",
+        "oracle (k = 0)",
+    ]
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for family in plan.families:
+        learner = best_learner(plan, by, family)
+        row = _headline_row(plan, by, family, learner, "test") if learner else None
+        if row is not None:
+            before_after = f"{_success(row['before'])} → {_success(row['after'])}"
+            after = row["after"]
+            shown = [
+                family,
+                learner,
+                row["K"],
+                before_after,
+                _baseline(row["baseline"], after),
+                _bound(row["oracle"], after),
+            ]
+            lines.append("| " + " | ".join(shown) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _within_trial_section(
+    plan: Plan, by: dict[tuple, dict], curves: dict[tuple, dict[str, dict]], plots: dict[str, Path]
+) -> list[str]:
+    rows = []
+    groups = plan.groups()
+    for (family, algo), group in groups.items():
+        for split in SPLITS:
+            curve = curves.get((family, algo, split), {}).get(algo)
+            if curve is None:
+                continue
+            e, first, last = group[0].eval, curve["rows"][0], curve["rows"][-1]
+            shown = [
+                family,
+                algo,
+                split,
+                _k(e),
+                _seeds(curve["seeds"], group),
+                _success(first),
+                _success(last),
+                _success(by.get((family, algo, split, algo, e.steps))),
+            ]
+            rows.append("| " + " | ".join(shown) + " |")
+    if not rows:
+        return [
+            "## Within a trial",
+            "",
+            "No evaluation of this plan recorded the success of its support episodes (evaluations made before "
+            "`eval.json` kept `within_trial` are left out).",
+            "",
+        ]
+    columns = ["family", "learner", "split", "K × support", "seeds", "first support episode", "last", "after K"]
+    return [
+        "## Within a trial",
+        "",
+        "Success of the support episodes themselves, in the order a task meets them: an in-context learner may "
+        "improve from one episode to the next where it runs a round's episodes one after another (`rl2`), a learner "
+        "that runs them side by side (a gradient learner, `context`) only from one round to the next (each episode "
+        "of a round is shown with the round's rate). "
+        "Per episode, the mean over the cells' means (each cell weighted equally); `eval.json` keeps each cell's "
+        "per-episode mean and interval but not its per-task values, so the 95 % interval is normal, its standard "
+        "error that of a mean of independent runs, √Σ seᵢ² / n, each run's seᵢ its own bootstrap interval's width / "
+        "3.92. After K: the evaluation episodes after the K-th round (the headline's numbers). The plots show each "
+        "family's gradient learner and its in-context learners on `test`.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|---" * len(columns) + "|",
+        *rows,
+        "",
+        *(f"![{family}: success of each support episode on test]({p.as_posix()})\n" for family, p in plots.items()),
+    ]
+
+
+def _adaptation_cost(plan: Plan, curves: dict[tuple, dict[str, dict]]) -> list[str]:
+    rows = []
+    for (family, algo), group in plan.groups().items():
+        curve = curves.get((family, algo, "test"), {}).get(algo)
+        if curve is None or curve["seconds"] is None:
+            continue
+        s, e = curve["seconds"], group[0].eval
+        kind = "forward passes" if algo in IN_CONTEXT else "gradient steps"
+        times = (s["support"], s["adapt"], s["adapt"] / e.steps)
+        shown = [family, algo, kind, _k(e), *(f"{1000 * t:.1f}" for t in times)]
+        rows.append("| " + " | ".join(shown) + " |")
+    if not rows:
+        return []
+    columns = [
+        "family",
+        "learner",
+        "adapts by",
+        "K × support",
+        "support ms/task",
+        "adapt ms/task",
+        "adapt ms/task/round",
+    ]
+    return [
+        "## Adaptation cost",
+        "",
+        "Milliseconds per task of one `test` evaluation's K rounds, mean over the cells: collecting the support "
+        "episodes (every task's worlds step together, so a task's share is the batch's time / n_tasks), and adapting "
+        "to them: a gradient learner's inner steps; an in-context learner takes its support in with forward passes "
+        "while it acts (`rl2`'s memory, `context`'s task posterior), inside the collection, and adapting only keeps "
+        f"where each task's ended. On this machine's CPU ({cores()} cores, shared with whatever else ran).",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|---" * len(columns) + "|",
+        *rows,
+        "",
+    ]
 
 
 def _full_table(plan: Plan, records: list[dict], by: dict[tuple, dict]) -> list[str]:
     max_k = max((r["k"] for r in records), default=0)
-    header = ["family", "algo", "split", "method", "seeds", *(f"k = {k}" for k in range(max_k + 1))]
+    header = ["family", "algo", "split", "method", "seeds", "K × support", *(f"k = {k}" for k in range(max_k + 1))]
     lines = [
         "## Every algorithm and baseline",
         "",
-        "Success IQM [95 % CI] after k inner steps; return IQM before → after K steps; env steps and wall clock at "
-        "k = K.",
+        "Success after k rounds, mean [95 % CI] (IQM); return, mean before → after K rounds; env steps and wall "
+        "clock at k = K.",
         "",
         "| " + " | ".join([*header, "return", "env steps", "wall clock"]) + " |",
         "|---" * (len(header) + 3) + "|",
@@ -247,16 +604,54 @@ def _full_table(plan: Plan, records: list[dict], by: dict[tuple, dict]) -> list[
             for method in methods:
                 rows = [by.get((family, algo, split, method, k)) for k in range(max_k + 1)]
                 last = [r for r in rows if r is not None][-1]
-                first = [family, f"{algo}{_sim(group[0].train)}", split, method, _seeds(last["seeds"], group)]
+                first = [
+                    family,
+                    f"{algo}{_sim(group[0].train)}",
+                    split,
+                    method,
+                    _seeds(last["seeds"], group),
+                    _k(group[0].eval),
+                ]
                 cost = [
-                    f"{rows[0]['return_iqm']:.1f} → {last['return_iqm']:.1f}",
+                    f"{rows[0]['return_mean']:.1f} → {last['return_mean']:.1f}",
                     f"{last['env_steps']:,}",
                     duration(last["wall_clock_s"]),
                 ]
-                lines.append("| " + " | ".join([*first, *map(_success, rows), *cost]) + " |")
+                shown = [f"{_success(r)} (IQM {_iqm(r)})" if r else "—" for r in rows]
+                lines.append("| " + " | ".join([*first, *shown, *cost]) + " |")
     if not records:
         lines.append("No cell is finished yet.")
     return [*lines, ""]
+
+
+def _compute(spent: dict[str, dict[str, float]] | None) -> list[str]:
+    if not spent:
+        return []
+    total = {k: sum(f[k] for f in spent.values()) for k in ("cells", "seconds", "new_cells", "new_seconds")}
+    rows = [
+        f"| {family} | {f['cells']:.0f} | {f['seconds'] / 3600:.1f} | {f['new_cells']:.0f} | "
+        f"{f['new_seconds'] / 3600:.1f} |"
+        for family, f in spent.items()
+    ]
+    new = (
+        f"Of them, the {total['new_cells']:.0f} new cells (algo `rl2` or `context`) took "
+        f"{total['new_seconds'] / 3600:.1f} process-hours."
+        if total["new_cells"]
+        else "The plan has no new cells (algo `rl2` or `context`)."
+    )
+    return [
+        "## Compute",
+        "",
+        f"The plan's {total['cells']:.0f} cells took {total['seconds'] / 3600:.1f} process-hours so far: the "
+        "training of every run and of its trained baselines (`metrics.csv`, `perf/iteration_s`) and every "
+        f"evaluation of its splits (`eval.json`, `eval_seconds`). {new} Processes that ran at once shared the "
+        "machine's cores, so each took longer than alone.",
+        "",
+        "| family | cells | process-hours | new cells | their process-hours |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _commands(plan: Plan, runs: Path, command: str) -> list[str]:
@@ -270,13 +665,18 @@ def _commands(plan: Plan, runs: Path, command: str) -> list[str]:
     for (family, algo), group in plan.groups().items():
         cell, e = group[0], group[0].eval
         run = display_path(runs / f"{family}-{algo}-seedS")
+        drawn = ""
+        if cell.report_seed is not None:
+            pairs = ", ".join(f"{c.seed} → {c.report_seed}" for c in group)
+            reported = [s for s in e.splits if s in REPORTED]
+            drawn = f"; `--seeds R` on {', '.join(reported)}, with the report seed R of S: {pairs}"
         lines.append(
             f"- `{family}` `{algo}`, seeds {', '.join(str(c.seed) for c in group)}: "
             f"`python train.py {_train_flags(cell.train)} --seed S --out {run}`, then "
             f"`python evaluate.py {run} --split SPLIT --tasks {e.n_tasks} {_adaptation_flags(e)} "
             f"--eval-episodes {e.eval_episodes} --seeds S --baselines {' '.join(e.baselines)}"
             f"{_settings_flag(cell)}` "
-            f"(splits: {', '.join(e.splits)})"
+            f"(splits: {', '.join(e.splits)}{drawn})"
         )
     return [*lines, ""]
 
@@ -299,7 +699,7 @@ def _videos(plan: Plan, runs: Path) -> list[str]:
         video = RunFolder(run).evaluation("test") / "adaptation.mp4"
         lines.append(
             f"- `{family}`: `python evaluate.py {display_path(run)} --split test {_adaptation_flags(e)} "
-            f"--seeds {cell.seed} --video-only` writes `{display_path(video)}`"
+            f"--seeds {cell.eval_seed('test')} --video-only` writes `{display_path(video)}`"
         )
     return [*lines, ""]
 
@@ -315,11 +715,33 @@ def _settings_flag(cell: Cell) -> str:
     return f" --baseline-settings {pairs}" if trained and pairs else ""
 
 
-def _success(r: dict | None, with_mean: bool = False) -> str:
+def _success(r: dict | None) -> str:
+    """A record's mean success with its 95 % interval (or a within-trial row's: ``mean``, ``mean_ci_*``)."""
     if r is None:
         return "—"
-    shown = f"{r['success_iqm']:.0%} [{r['success_ci_low']:.0%}, {r['success_ci_high']:.0%}]"
-    return f"{shown}, mean {r['success_mean']:.0%}" if with_mean else shown
+    prefix = "success_" if "success_mean" in r else ""
+    return f"{r[prefix + 'mean']:.0%} [{r[prefix + 'mean_ci_low']:.0%}, {r[prefix + 'mean_ci_high']:.0%}]"
+
+
+def _iqm(r: dict | None) -> str:
+    return "—" if r is None else f"{r['success_iqm']:.0%}"
+
+
+def _baseline(best: tuple[str, dict] | None, learner: dict) -> str:
+    """The best baseline's name and :func:`_bound`."""
+    return "—" if best is None else f"{best[0]} {_bound(best[1], learner)}"
+
+
+def _bound(r: dict | None, learner: dict) -> str:
+    """A baseline's record beside the ``learner``'s: its mean success, with its seeds where they are fewer."""
+    if r is None:
+        return "—"
+    return _success(r) + ("" if r["seeds"] == learner["seeds"] else f" (seed {', '.join(map(str, r['seeds']))})")
+
+
+def _k(e: EvalSettings) -> str:
+    """K rounds × support episodes per round."""
+    return f"{e.steps} × {e.support_episodes}"
 
 
 def _seeds(seeds: list[int], planned: list[Cell]) -> str:

@@ -57,8 +57,8 @@ def test_results_json_has_one_well_formed_record_per_family_algo_split_method_an
     per_step = cell.eval.support_episodes * 50  # point episodes are 50 steps
     for r in records:
         assert list(r) == list(report.RECORD_KEYS)
-        numbers = [r[k] for k in ("success_iqm", "success_ci_low", "success_ci_high", "return_iqm", "wall_clock_s")]
-        assert 0 <= r["success_mean"] <= 1, r
+        numbers = [r[k] for k in report.RECORD_KEYS[5:-1]]
+        assert 0 <= r["success_mean_ci_low"] <= r["success_mean"] <= r["success_mean_ci_high"] <= 1, r
         assert all(isinstance(x, float | int) and math.isfinite(x) for x in numbers), r
         assert r["success_ci_low"] <= r["success_iqm"] <= r["success_ci_high"], r
         assert r["success_ci_low"] >= 0 and r["success_ci_high"] <= 1 and r["wall_clock_s"] > 0
@@ -66,7 +66,7 @@ def test_results_json_has_one_well_formed_record_per_family_algo_split_method_an
         untrained = r["method"] in ("scratch", "sb3")
         assert (r["env_steps"] == r["k"] * per_step) if untrained else (r["env_steps"] > r["k"] * per_step), r
     md = (smoke / "docs" / "results.md").read_text()
-    assert "| point | maml | test | 0 |" in md and "(img/results-point.png)" in md
+    assert "| point | test | maml | 1 × 2 | 0 |" in md and "(img/results-point.png)" in md
     assert (smoke / "docs" / "img" / "results-point.png").stat().st_size > 0
 
 
@@ -93,6 +93,7 @@ def test_status_then_reports_every_cell_done(smoke):
     lines = out.stdout.strip().splitlines()
     assert lines[1].split()[:2] == ["point-maml-seed0", "done"]
     assert lines[-1].startswith("1 done, 0 partial, 0 todo of 1 cells")
+    assert lines[-1].endswith("0.0 process-hours in the 0 cells not done")
 
 
 def test_a_second_run_does_no_work(smoke):
@@ -242,7 +243,7 @@ def test_a_plan_may_evaluate_any_held_out_split_and_the_report_shows_test_ood_th
     plan = load_plan(tmp_path / "val.yaml")
     assert plan.cells[0].eval.splits == ("val", "test") and load_plan(SMOKE).cells[0].eval.splits == ("test", "ood")
     assert sorted(report.SPLITS) == sorted(HELD_OUT) and report.SPLITS[:2] == ("test", "ood")
-    numbers = (0.5, 0.4, 0.6, 0.5, -1.0, 0, 1.0, [0])
+    numbers = (0.5, 0.4, 0.6, 0.5, 0.4, 0.6, -1.0, -1.0, 0, 1.0, [0])
     records = [
         dict(zip(report.RECORD_KEYS, ("point", "maml", split, method, k, *numbers), strict=True))
         for split in ("val", "test")
@@ -252,7 +253,8 @@ def test_a_plan_may_evaluate_any_held_out_split_and_the_report_shows_test_ood_th
     md = report.markdown(plan, tmp_path, records, {}, "python -m benchmarks.learning")
     for section in ("## Headline", "## Every algorithm and baseline"):
         table = md.split(section)[1].split("\n\n")[2].splitlines()[2:]
-        assert list(dict.fromkeys(line.split("|")[3].strip() for line in table)) == ["test", "val"], section
+        column = 2 if section == "## Headline" else 3
+        assert list(dict.fromkeys(line.split("|")[column].strip() for line in table)) == ["test", "val"], section
 
 
 def test_the_headline_shows_each_records_numbers_under_its_column_and_the_oracle_before_adapting(tmp_path):
@@ -264,22 +266,30 @@ def test_the_headline_shows_each_records_numbers_under_its_column_and_the_oracle
         for i, method in enumerate(methods):
             for k in range(steps + 1):
                 v = (20 * i + 5 * k + s) / 100  # a different success for every split, method and k
-                values = ("point", cell.algo, split, method, k, v, v - 0.01, v + 0.01, v + 0.005, -1.0, 0, 1.0, [0])
+                values = ("point", cell.algo, split, method, k, v + 0.005, v - 0.01, v + 0.02, v, v - 0.02, v + 0.03)
+                values += (-1.0, -2.0, 0, 1.0, [0])
                 records[split, method, k] = dict(zip(report.RECORD_KEYS, values, strict=True))
     md = report.markdown(plan, tmp_path, list(records.values()), {}, "python -m benchmarks.learning")
     table = md.split("## Headline")[1].split("\n\n")[2].splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     for line in table[2:]:
         row = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
-        split = row["split"]
-        assert row["pre (k = 0)"] == report._success(records[split, cell.algo, 0], with_mean=True)
-        assert row["post (k = K)"] == report._success(records[split, cell.algo, steps], with_mean=True)
-        for baseline in cell.eval.baselines:
-            if baseline == "oracle":  # sees the task: its bound is before adaptation
-                assert row["oracle (k = 0)"] == report._success(records[split, baseline, 0])
-            else:
-                assert row[baseline] == report._success(records[split, baseline, steps]), baseline
-    assert [line.split("|")[3].strip() for line in table[2:]] == ["test", "ood"]
+        split, pre, post = row["split"], records[row["split"], cell.algo, 0], records[row["split"], cell.algo, steps]
+        assert row["best learner"] == cell.algo and row["K × support"] == f"{steps} × {cell.eval.support_episodes}"
+        assert row["before → after (mean [95 % CI])"] == f"{report._success(pre)} → {report._success(post)}"
+        assert row["before → after (mean [95 % CI])"].startswith(f"{pre['success_mean']:.0%} [")
+        assert row["IQM before → after"] == f"{pre['success_iqm']:.0%} → {post['success_iqm']:.0%}"
+        # the oracle (which sees the task) before adapting, the best of the rest after K rounds: search
+        assert row["oracle (k = 0)"] == report._success(records[split, "oracle", 0])
+        assert (
+            row["best baseline after K (mean [95 % CI])"]
+            == f"search {report._success(records[split, 'search', steps])}"
+        )
+    assert [line.split("|")[2].strip() for line in table[2:]] == ["test", "ood"]
+    full = md.split("## Every algorithm and baseline")[1].split("\n\n")[2].splitlines()
+    (row,) = [line for line in full if "| point | maml | ood | sb3 |" in line]
+    r = records["ood", "sb3", 1]
+    assert f"| {report._success(r)} (IQM {r['success_iqm']:.0%}) |" in row and "| 1 × 2 |" in row
 
 
 GOOD = {

@@ -1,10 +1,12 @@
 """The few-shot protocol and ``evaluate.py``: k = 0 is the unadapted policy, adaptation never sees evaluation
-episodes, every method gets the same budget, the same seed gives the same eval.json, bad input exits 2."""
+episodes, every method gets the same budget, the same seed gives the same eval.json, what it prints and plots says
+what it measured, each checkpoint has its own folder, bad input exits 2 with one line."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +32,8 @@ from evaluation.baselines import (
     scratch_method,
     search_method,
 )
+from evaluation.command import parser, title
+from evaluation.outputs import header, table
 from evaluation.protocol import AdaptedMethod, EvalConfig, adaptation_curve, evaluate_methods
 from meta.config import TrainConfig
 from meta.runs import load_run
@@ -258,12 +262,14 @@ def test_the_same_seed_gives_the_same_eval_json(run, tmp_path):
             ["--baseline-settings", "log_std_init"],
             "--baseline-settings 'log_std_init' is not allowed: expected KEY=NUMBER",
         ),
+        (["--checkpoint", "iter_00007"], "--checkpoint iter_00007 is not allowed: expected one of latest, best"),
+        (["--chekpoint", "best"], "unrecognized argument --chekpoint: did you mean --checkpoint?"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(run, tmp_path, args, message):
     before = sorted(p.name for p in run.iterdir())
     out = evaluate(str(run), *args, cwd=tmp_path)
-    assert out.returncode == 2 and message in out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
     assert sorted(p.name for p in run.iterdir()) == before
 
 
@@ -283,6 +289,127 @@ def test_a_folder_without_a_checkpoint_exits_2(tmp_path):
     (tmp_path / "notarun").mkdir()
     out = evaluate(str(tmp_path / "notarun"), cwd=tmp_path)
     assert out.returncode == 2 and "not a run folder" in out.stderr
+
+
+def test_a_run_folder_that_does_not_exist_is_said_so(tmp_path):
+    out = evaluate("runs/nope", cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (2, "evaluate.py: error: runs/nope does not exist\n")
+
+
+def _flip_tensor_bytes(path: Path) -> None:
+    """Change bytes inside the largest tensor's data, which torch.load alone would load without a complaint."""
+    import zipfile
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        largest = max(archive.infolist(), key=lambda i: i.file_size)
+        start = data.find(archive.read(largest.filename))
+    data[start + largest.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda p: p.write_text("hello\n"), "its bytes are neither a torch.save archive nor a pickle"),
+        (_flip_tensor_bytes, "are not those written (their checksum differs)"),
+    ],
+)
+def test_a_damaged_checkpoint_names_the_checkpoints_to_try_instead(run, tmp_path, damage, reason):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.copy(copy / "checkpoints" / "latest.pt", copy / "checkpoints" / "iter_00002.pt")
+    damage(copy / "checkpoints" / "latest.pt")
+    out = evaluate(str(copy), cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(
+        f"evaluate.py: error: {copy}/checkpoints/latest.pt is not a robometa checkpoint or is damaged: "
+    )
+    assert reason in out.stderr
+    assert out.stderr.endswith("; try --checkpoint best or iter_00002\n")
+
+
+@pytest.fixture(scope="module")
+def evaluated_best(run, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the run that keeps an iter_00002 checkpoint too, after ``evaluate.py --checkpoint best``."""
+    copy = tmp_path_factory.mktemp("best") / "run"
+    shutil.copytree(run, copy)
+    shutil.copy(copy / "checkpoints" / "latest.pt", copy / "checkpoints" / "iter_00002.pt")
+    small = ["--tasks", "2", "--steps", "1", "--support-episodes", "1", "--eval-episodes", "1"]
+    return copy, evaluate(str(copy), "--checkpoint", "best", *small, cwd=copy.parent)
+
+
+def test_each_checkpoint_is_evaluated_into_its_own_folder(evaluated_best):
+    copy, out = evaluated_best
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((copy / "eval" / "test-best" / "eval.json").read_text())["checkpoint"] == "best"
+    assert not (copy / "eval" / "test").exists()  # latest's results are never overwritten by best's
+    small = ["--tasks", "2", "--steps", "0", "--eval-episodes", "1", "--baselines"]
+    out = evaluate(str(copy), "--checkpoint", "iter_00002", *small, cwd=copy.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (copy / "eval" / "test-iter_00002" / "eval.json").is_file()
+
+
+def test_progress_counts_method_by_seed_evaluations(evaluated_best):
+    _, out = evaluated_best
+    assert re.search(r"evaluate point test: 100%\|.*\| 2/2 method × seed \[", out.stderr), out.stderr
+    assert "seed/s" not in out.stderr
+
+
+def test_the_table_explains_k_and_shows_the_mean_with_its_ci_before_the_iqm(run):
+    cfg = load_run(run)[0]
+    results = evaluate_methods([method(run)], make_family("point"), EC, CPU)
+    lines = table({**header(run, "latest", EC, cfg), **results}).splitlines()
+    assert lines[0] == (
+        "k: rounds of adaptation, each from 3 fresh support episodes per task (k = 0: before adapting); "
+        "mean over 3 tasks × 1 seed [95 % CI], then the IQM"
+    )
+    assert lines[1].split() == "method k success: mean [95% CI] IQM return: mean [95% CI] IQM".split()
+    for line, row in zip(lines[2:], results["methods"]["maml"]["summary"], strict=True):
+        words = re.sub(r"[\[\],%]", " ", line).split()
+        suc, ret = row["success"], row["return"]
+        expected = [100 * suc[k] for k in ("mean", "mean_ci_low", "mean_ci_high", "iqm")]
+        expected += [ret[k] for k in ("mean", "mean_ci_low", "mean_ci_high", "iqm")]
+        assert words[:2] == ["maml", str(row["k"])]
+        np.testing.assert_allclose([float(w) for w in words[2:]], expected, atol=0.06)
+
+
+def test_plot_titles_say_tasks_and_seeds_plainly(run):
+    cfg = load_run(run)[0]
+    assert title(cfg, EvalConfig(n_tasks=20), "latest") == "point (maml) on test: 20 tasks × 1 seed"
+    ec = EvalConfig(split="val", n_tasks=5, seeds=(0, 1, 2))
+    assert title(cfg, ec, "best") == "point (maml, checkpoint best) on val: 5 tasks × 3 seeds"
+
+
+def test_help_shows_every_options_default(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")
+    text = parser().format_help()
+    options = re.split(r"\n(?=  -)", text.split("\noptions:\n")[1])  # one entry per option, wrapped lines and all
+    assert len(options) > 15
+    for option in options:
+        if not option.lstrip().startswith("-h,"):
+            assert "default" in option, option
+    for shown in ("(default: test)", "(default: 0)", "(default: latest)", "(default: scratch)", "(default: none)"):
+        assert shown in text
+
+
+def test_evaluation_logs_mujocos_warnings_in_the_run_folder(run, tmp_path, monkeypatch):
+    import mujoco
+
+    import evaluation.command
+
+    seen = []
+    evaluate_all = evaluation.command.evaluate_methods
+
+    def spy(*args, **kw):
+        seen.append(mujoco.MjLogConfig.get().logfile)
+        return evaluate_all(*args, **kw)
+
+    monkeypatch.setattr(evaluation.command, "evaluate_methods", spy)
+    small = ["--tasks", "1", "--steps", "0", "--eval-episodes", "1", "--baselines", "--out", str(tmp_path / "o")]
+    assert evaluation.command.main([str(run), *small]) == 0
+    assert seen == [str((run / "MUJOCO_LOG.TXT").absolute())]
+    assert mujoco.MjLogConfig.get().logfile != seen[0]
 
 
 def test_export_sb3_writes_the_adapted_policy_that_ppo_load_opens(run, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.statistics import bootstrap_ci, iqm, summarize
+from evaluation.statistics import bootstrap_ci, iqm, stratified_bootstrap_ci, summarize
 
 
 def test_iqm_is_the_mean_of_the_middle_half():
@@ -45,3 +45,26 @@ def test_summarize_reports_mean_and_iqm_with_intervals():
     assert s["mean_ci_low"] < 50.5 < s["mean_ci_high"] and s["iqm_ci_low"] < 50.5 < s["iqm_ci_high"]
     with pytest.raises(ValueError, match="at least one sample"):
         bootstrap_ci(np.array([]), np.mean)
+
+
+def test_the_stratified_bootstrap_of_one_group_is_the_plain_bootstrap():
+    x = np.random.default_rng(3).exponential(2.0, 40)
+    for stat in (np.mean, iqm):
+        assert stratified_bootstrap_ci([x], stat, seed=7) == bootstrap_ci(x, stat, seed=7)
+
+
+def test_the_stratified_interval_narrows_with_more_groups_of_the_same_data():
+    x = np.random.default_rng(4).normal(0.0, 1.0, 50)
+    widths = [np.subtract(*stratified_bootstrap_ci([x] * n, np.mean)[::-1]) for n in (1, 4, 16)]
+    assert widths[0] > widths[1] > widths[2]
+    assert widths[0] / widths[1] == pytest.approx(2.0, rel=0.2) and widths[0] / widths[2] == pytest.approx(4.0, rel=0.2)
+
+
+def test_the_stratified_interval_leaves_out_the_spread_between_groups_that_resampling_the_pool_adds():
+    # Two runs, one solving every task and one none: resampling the pool mixes them, each run's own draw does not.
+    groups = [np.ones(20), np.zeros(20)]
+    assert stratified_bootstrap_ci(groups, np.mean) == (0.5, 0.5)
+    low, high = bootstrap_ci(np.concatenate(groups), np.mean)
+    assert low < 0.4 and high > 0.6
+    with pytest.raises(ValueError, match="at least one sample each"):
+        stratified_bootstrap_ci([np.ones(3), np.array([])], np.mean)

@@ -7,18 +7,20 @@ import json
 
 import pytest
 
-from meta.config import TrainConfig, from_dict, load_yaml, parse_args, save_yaml, to_dict
+from meta.config import Resume, TrainConfig, from_dict, load_yaml, parse_args, save_yaml, to_dict
 from meta.flags import field_docs
 
 
 def _exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run parse_args expecting an argparse error; return its one-line message (without 'train.py: error: ')."""
+    """Run parse_args expecting an argparse error: one line on stderr and no usage (that is for --help); return its
+    message (without 'train.py: error: ')."""
     with pytest.raises(SystemExit) as e:
         parse_args(argv)
     assert e.value.code == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("train.py: error: ")
-    return last.removeprefix("train.py: error: ")
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith("train.py: error: ")
+    return err.strip().removeprefix("train.py: error: ")
 
 
 def test_defaults_are_valid_and_match_the_documented_values() -> None:
@@ -38,7 +40,10 @@ def test_defaults_are_valid_and_match_the_documented_values() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"algo": "sgd"}, "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, rl2, context, multitask"),
+        (
+            {"algo": "sgd"},
+            "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, rl2, context, multitask",
+        ),
         ({"family": "maze"}, "family='maze' is not allowed: expected one of grasp, terrain, door, point, cheetah"),
         ({"backend": "jax"}, "backend='jax' is not allowed: expected one of cpu, warp"),
         ({"critic": "gae"}, "critic='gae' is not allowed: expected one of value, linear"),
@@ -118,7 +123,8 @@ def test_save_yaml_then_load_yaml_round_trips(tmp_path) -> None:
         ({"normalize_obs": "yes please"}, "config.yaml: normalize_obs must be true or false, not str 'yes please'"),
         (
             {"algo": "sgd"},
-            "config.yaml: algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, rl2, context, multitask",
+            "config.yaml: algo='sgd' is not allowed: "
+            "expected one of maml, fomaml, metasgd, reptile, rl2, context, multitask",
         ),
     ],
 )
@@ -154,14 +160,14 @@ def test_load_yaml_refuses_missing_broken_and_non_mapping_files(tmp_path, text: 
 
 
 def test_flags_map_to_fields() -> None:
-    cfg, resume = parse_args(
+    cfg = parse_args(
         ["--meta-batch", "4", "--hidden", "32", "32", "--no-normalize-obs", "--inner-lr", "0.05", "--algo", "fomaml"]
     )
-    assert resume is None
+    assert isinstance(cfg, TrainConfig)
     assert (cfg.meta_batch, cfg.hidden, cfg.normalize_obs) == (4, (32, 32), False)
     assert (cfg.inner_lr, cfg.algo) == (0.05, "fomaml")
-    assert parse_args([]) == (TrainConfig(), None)
-    assert parse_args(["--out", "runs/a", "--gae-lambda", "0.9"])[0].out == "runs/a"
+    assert parse_args([]) == TrainConfig()
+    assert parse_args(["--out", "runs/a", "--gae-lambda", "0.9"]).out == "runs/a"
 
 
 def test_help_of_each_flag_is_the_field_docstring_with_its_default(capsys, monkeypatch) -> None:
@@ -180,7 +186,7 @@ def test_config_file_values_are_used_and_explicit_flags_override_them(tmp_path) 
     path = tmp_path / "run.yaml"
     path.write_text("algo: sgd\nmeta_batch: 4\nhidden: [16]\ninner_lr: 1e-2\n")
     # algo: sgd in the file is never used, so it is not an error.
-    cfg, _ = parse_args(["--config", str(path), "--algo", "reptile", "--hidden", "8", "8"])
+    cfg = parse_args(["--config", str(path), "--algo", "reptile", "--hidden", "8", "8"])
     assert (cfg.algo, cfg.meta_batch, cfg.hidden, cfg.inner_lr, cfg.outer_lr) == ("reptile", 4, (8, 8), 0.01, 0.003)
 
 
@@ -198,7 +204,10 @@ def test_missing_config_file_exits_2(tmp_path, capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--algo", "sgd"], "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, rl2, context, multitask"),
+        (
+            ["--algo", "sgd"],
+            "algo='sgd' is not allowed: expected one of maml, fomaml, metasgd, reptile, rl2, context, multitask",
+        ),
         (["--meta-batch", "0"], "meta_batch=0 is not allowed: expected a positive integer"),
         (["--device", "cuda"], "device='cuda' is not allowed with backend='cpu': use backend='warp' for a GPU"),
         (["--gamma", "2"], "gamma=2.0 is not allowed: expected a number in (0, 1]"),
@@ -214,10 +223,57 @@ def test_non_numeric_flag_exits_2(capsys) -> None:
 
 def test_resume_with_another_flag_exits_2(tmp_path, capsys) -> None:
     message = _exit_2(capsys, ["--resume", str(tmp_path), "--algo", "maml"])
-    assert message == "--resume continues a run with its saved config: drop --algo"
-    assert _exit_2(capsys, ["--resume", str(tmp_path), "--config", "x.yaml"]).endswith("drop --config")
+    assert message == (
+        "--resume continues a run with its saved config: drop --algo (--iterations N is the one flag it takes, to "
+        "train longer)"
+    )
+    assert "drop --config" in _exit_2(capsys, ["--resume", str(tmp_path), "--config", "x.yaml"])
+    assert "drop --seed" in _exit_2(capsys, ["--resume", str(tmp_path), "--iterations", "9", "--seed", "1"])
 
 
 def test_resume_alone_returns_the_run_folder(tmp_path) -> None:
-    # The trainer reads the run's own config.yaml; the config returned here is only a placeholder.
-    assert parse_args(["--resume", str(tmp_path)]) == (TrainConfig(), str(tmp_path))
+    # The trainer reads the run's own config.yaml.
+    assert parse_args(["--resume", str(tmp_path)]) == Resume(str(tmp_path))
+
+
+def test_resume_takes_iterations_as_its_one_flag_to_train_longer(tmp_path, capsys) -> None:
+    assert parse_args(["--resume", str(tmp_path), "--iterations", "500"]) == Resume(str(tmp_path), 500)
+    assert _exit_2(capsys, ["--resume", str(tmp_path), "--iterations", "0"]) == (
+        "iterations=0 is not allowed: expected a positive integer"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--iteration", "5"], "unrecognized argument --iteration: did you mean --iterations?"),
+        (["--meta-bach", "3"], "unrecognized argument --meta-bach: did you mean --meta-batch?"),
+        (
+            ["--family", "point", "--inner-lr=0.1", "--outer_lr", "0.1"],
+            "unrecognized argument --outer_lr: did you mean --outer-lr?",
+        ),
+        (["--frobnicate"], "unrecognized argument --frobnicate: train.py --help lists the options"),
+        (["point"], "unrecognized arguments: point"),
+    ],
+)
+def test_a_misspelled_flag_is_one_line_naming_the_nearest_flag(capsys, argv: list[str], message: str) -> None:
+    assert _exit_2(capsys, argv) == message
+
+
+def test_a_misspelled_yaml_key_is_answered_with_the_nearest_key(tmp_path, capsys) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("iteration: 5\n")
+    assert _exit_2(capsys, ["--config", str(path)]) == f"{path}: unknown key 'iteration': did you mean 'iterations'?"
+    with pytest.raises(ValueError, match=r"^c.yaml: unknown key 'meta_bach': did you mean 'meta_batch'\?$"):
+        from_dict({"meta_bach": 3}, where="c.yaml")
+
+
+def test_help_says_what_the_progress_bar_shows(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the time left at the pace so far" in out
+    assert "mean return and success before adapting (θ's own episodes; rl2, context: each trial's first episode)" in out
+    assert "rollout/pre_* and rollout/post_*" in out and "env steps simulated per second" in out
+    assert "Ctrl-C stops a run at its last complete iteration" in out

@@ -8,10 +8,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from envs.registry import make_family
+from envs.sim import SimSettings
 from envs.vec_env import TaskVecEnv
+from evaluation.protocol import AdaptedMethod, EvalConfig, adaptation_curve
 from meta.algorithms import build
 from meta.config import TrainConfig
 from meta.runs import load_run
@@ -23,6 +26,11 @@ from meta.trainer import train
 POINT = dict(
     family="point", algo="maml", inner_lr=1.0, envs_per_task=16, meta_batch=10, iterations=150, normalize_obs=False
 )
+
+
+# Iterations of the in-context learners' check with every other setting at its default: measured on this machine
+# (docs/training.md) to separate from the untrained network in well under a minute each.
+IN_CONTEXT_ITERATIONS = {"rl2": 40, "context": 60}
 
 
 def bootstrap_low(x: np.ndarray, seed: int = 0, n: int = 10_000) -> float:
@@ -49,3 +57,22 @@ def test_meta_trained_point_policy_adapts_to_held_out_tasks(tmp_path):
     assert bootstrap_low(over_untrained) > 0, (
         f"post − untrained post {over_untrained.mean():.2f} (CI low {bootstrap_low(over_untrained):.2f})"
     )
+
+
+@pytest.mark.parametrize("algo", ["rl2", "context"])
+def test_in_context_learners_with_default_settings_adapt_to_held_out_point_tasks(tmp_path, algo):
+    """``python train.py --family point --algo rl2|context`` with every learning setting at its default, trained for
+    a few iterations: after one round of support episodes, the trained learner's return on 20 held-out tasks lies
+    above what the untrained network reaches from the same support episodes (paired, bootstrap CI)."""
+    cfg = dataclasses.replace(TrainConfig(), family="point", algo=algo, iterations=IN_CONTEXT_ITERATIONS[algo])
+    cfg, learner, normalizer = load_run(train(dataclasses.replace(cfg, out=str(tmp_path / "run"))))
+    family = make_family("point")
+    tasks = family.sample(123, 20, "test")
+    ec = EvalConfig(n_tasks=20, steps=1, support_episodes=3, eval_episodes=4)
+
+    def after_one_round(learner, normalizer) -> np.ndarray:
+        method = AdaptedMethod.of(algo, learner, normalizer)
+        return adaptation_curve(method, family, tasks, ec, 0, SimSettings())["return"][1]
+
+    gain = after_one_round(learner, normalizer) - after_one_round(*build(cfg))
+    assert bootstrap_low(gain) > 0, f"trained − untrained {gain.mean():.2f} (CI low {bootstrap_low(gain):.2f})"

@@ -1,4 +1,5 @@
-"""The meta-training loop and ``train.py``: a complete run folder, exact resumption after SIGKILL, and bad input
+"""The meta-training loop and ``train.py``: a complete run folder, exact resumption after SIGKILL, Ctrl-C and
+SIGTERM, a run trained longer equal to one trained that long at once, what it says while training, and bad input
 refused with exit code 2 and no file of the run changed."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ import torch
 from envs.registry import make_family
 from meta import checkpoint
 from meta.config import TrainConfig, from_dict, load_yaml, to_dict
-from meta.runs import read_checkpoint
+from meta.runs import RunFolder, begin, check_config, mujoco_log, read_checkpoint
 from meta.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,6 +112,12 @@ def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path):
     out = run_train("--resume", str(tmp_path / "empty"), cwd=tmp_path)
     assert out.returncode == 2 and "not a run folder (no config.yaml)" in out.stderr
     assert not list((tmp_path / "empty").iterdir())
+
+
+def test_resume_of_a_folder_that_does_not_exist_says_so(tmp_path):
+    out = run_train("--resume", "runs/nope", cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (2, "train.py: error: runs/nope does not exist\n")
+    assert not (tmp_path / "runs").exists()
 
 
 def _damage_truncated(p: Path) -> None:
@@ -228,3 +236,150 @@ def test_a_run_saved_before_the_critic_existed_loads_with_the_value_critic_it_wa
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     cfg, _ = read_checkpoint(run, "latest")
     assert cfg.critic == "value" and TrainConfig().critic == "linear"
+
+
+def theta(run: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(run / "checkpoints" / "latest.pt")["learner"]["theta"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """A run of 16 iterations trained at once, which stopped, resumed and lengthened runs must equal."""
+    return train(tiny(tmp_path_factory.mktemp("reference"), iterations=16, checkpoint_every=4))
+
+
+def test_training_names_its_run_folder_and_says_where_the_time_left_shows_before_the_bar(tmp_path):
+    out = run_train(*TINY, "--iterations", "2", "--out", "run", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.splitlines()[0] == (
+        "training point/maml into run (2 iterations; the time left shows on the bar once the first iterations ran, "
+        "at their pace)"
+    )
+    number = r"-?\d+\.\d"
+    assert re.search(
+        rf"point/maml: 100%\|.*\| 2/2 iterations \[\d\d:\d\d elapsed, \d\d:\d\d left, before adapting: return "
+        rf"{number} success \d+% \| after: return {number} success \d+% \| [\d,]+ env steps/s\]",
+        out.stderr,
+    ), out.stderr
+    assert "post=" not in out.stderr and out.stdout == "run folder: run\n"
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_stops_at_a_whole_iteration_that_resumes_to_the_same_metrics(
+    reference, tmp_path, signum, status
+):
+    run = tmp_path / "run"
+    args = [*TINY, "--iterations", "16", "--checkpoint-every", "4", "--out", str(run)]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and (not (run / "metrics.csv").exists() or len(rows(run)) < 3):
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    stdout, stderr = (b.decode() for b in proc.communicate(timeout=120))
+    stopped = checkpoint.load(run / "checkpoints" / "latest.pt")["iteration"]
+    assert 3 <= stopped < 16, "the run was not stopped mid-training"
+    assert proc.returncode == status and stdout == ""
+    assert "Traceback" not in stderr
+    assert (
+        stderr.splitlines()[-1] == f"stopped at iteration {stopped} of 16; resume with: python train.py --resume {run}"
+    )
+    # the folder ends at that iteration, whole: its records, its checkpoint, no temporary file
+    assert len(rows(run)) == stopped and len((run / "tasks.jsonl").read_text().splitlines()) == stopped
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+
+    out = run_train("--resume", str(run), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.fullmatch(
+        rf"resuming point/maml in {run} at iteration {stopped} of 16 \(about \d+ s left at this run's pace so far; "
+        r"updated on the bar\)",
+        out.stderr.splitlines()[0],
+    )
+    assert rows(run) == rows(reference)
+    assert (run / "tasks.jsonl").read_text() == (reference / "tasks.jsonl").read_text()
+    a, b = theta(reference), theta(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_stopped_before_its_first_iteration_ended_resumes_from_the_start(reference, tmp_path):
+    cfg = tiny(tmp_path, iterations=16, checkpoint_every=4)
+    begin(RunFolder(tmp_path / "run"), cfg)  # what a stop during the first iteration leaves: no checkpoint yet
+    assert train(None, resume=str(tmp_path / "run")) == tmp_path / "run"
+    assert rows(tmp_path / "run") == rows(reference)
+
+
+def test_a_run_trained_longer_equals_a_run_trained_that_long_at_once(reference, tmp_path):
+    run = train(tiny(tmp_path, iterations=6, checkpoint_every=4))
+    out = run_train("--resume", str(run), "--iterations", "16", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.splitlines()[0].startswith(f"resuming point/maml in {run} at iteration 6 of 16 (about ")
+    assert rows(run) == rows(reference)
+    a, b = theta(reference), theta(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cfg = from_dict(load_yaml(run / "config.yaml"), "config.yaml")
+    assert cfg == tiny(tmp_path, iterations=16, checkpoint_every=4)
+    # a checkpoint written before the run was lengthened saved the shorter target, and still loads with the run
+    assert checkpoint.load(run / "checkpoints" / "iter_00004.pt")["config"]["iterations"] == 6
+    assert read_checkpoint(run, "iter_00004")[0] == cfg
+    # a cached baseline's folder is still told apart from one of another length
+    with pytest.raises(ValueError, match="was trained with iterations=16, but this run needs 6"):
+        check_config(run, dataclasses.replace(cfg, iterations=6), "this run needs", "delete the folder")
+
+
+def test_resume_refuses_iterations_not_past_what_the_run_has_done(finished_run, tmp_path):
+    before = digest(finished_run)
+    out = run_train("--resume", str(finished_run), "--iterations", "2", cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (
+        2,
+        f"train.py: error: --iterations 2 is not allowed: {finished_run} has done 2 iterations; give more than 2 to "
+        "train it longer\n",
+    )
+    assert digest(finished_run) == before
+
+
+def test_resuming_a_complete_run_says_so_and_how_to_train_it_longer(finished_run, tmp_path):
+    before = digest(finished_run)
+    out = run_train("--resume", str(finished_run), cwd=tmp_path)
+    assert (out.returncode, out.stdout, out.stderr) == (
+        0,
+        f"{finished_run} is complete (2/2 iterations); train it longer with --resume {finished_run} --iterations N\n",
+        "",
+    )
+    assert digest(finished_run) == before
+
+
+def test_mujoco_warnings_go_to_the_run_folder_not_the_current_folder(tmp_path, monkeypatch):
+    import mujoco
+
+    monkeypatch.chdir(tmp_path)
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    model = mujoco.MjModel.from_xml_string(
+        "<mujoco><worldbody><body><freejoint/><geom size='.1'/></body></worldbody></mujoco>"
+    )
+    data = mujoco.MjData(model)
+    before = mujoco.MjLogConfig.get().logfile
+    with mujoco_log(folder):
+        data.qvel[0] = float("nan")
+        mujoco.mj_step(model, data)
+    assert "Nan, Inf or huge value in QVEL" in folder.mujoco_log.read_text()
+    assert mujoco.MjLogConfig.get().logfile == before
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+def test_training_logs_mujocos_warnings_in_its_run_folder(tmp_path, monkeypatch):
+    import mujoco
+
+    import meta.trainer
+
+    seen = []
+    make_workers = meta.trainer.make_workers
+
+    def spy(cfg: TrainConfig):
+        seen.append(mujoco.MjLogConfig.get().logfile)
+        return make_workers(cfg)
+
+    monkeypatch.setattr(meta.trainer, "make_workers", spy)
+    run = train(tiny(tmp_path, iterations=1))
+    assert seen == [str((run / "MUJOCO_LOG.TXT").absolute())]
