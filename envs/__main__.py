@@ -61,7 +61,11 @@ def cmd_show(args: argparse.Namespace) -> None:
         print(f"scripted controller: solves ≥ {f.scripted_success:.0%} of train tasks")
     print(f"varies per task (MjModel fields): {', '.join(sorted(f.varying_fields)) or 'none'}")
     print(SPLITS_NOTE)
-    print("parameters:")
+    print(
+        "parameters: each one's domain (what any task of the family may take), then the regions the splits draw "
+        "from, one per '|': a split's tasks come from the union of its regions, each a box over every parameter, "
+        "so region 1 of a parameter goes with region 1 of the others"
+    )
     for p in f.params:
         print(f"  {p.name}: {p.doc}; {p.allowed()}")
         print(f"    train: {' | '.join(format_domain(r[p.name]) for r in f.train)}")

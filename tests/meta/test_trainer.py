@@ -383,3 +383,16 @@ def test_training_logs_mujocos_warnings_in_its_run_folder(tmp_path, monkeypatch)
     monkeypatch.setattr(meta.trainer, "make_workers", spy)
     run = train(tiny(tmp_path, iterations=1))
     assert seen == [str((run / "MUJOCO_LOG.TXT").absolute())]
+
+
+@pytest.mark.parametrize("algo", ["rl2", "context"])
+def test_in_context_learners_train_on_mujoco_warp_as_on_the_cpu_engine(tmp_path, algo):
+    pytest.importorskip("mujoco_warp")
+    runs = {
+        backend: train(tiny(tmp_path / backend, iterations=1, algo=algo, trial_episodes=2, backend=backend))
+        for backend in ("cpu", "warp")
+    }
+    cpu, warp = (rows(runs[b])[0] for b in ("cpu", "warp"))
+    for key in ("rollout/pre_return", "rollout/post_return", "outer/loss"):
+        # Warp runs float32 physics: the same rollouts up to rounding, not bit for bit.
+        assert float(warp[key]) == pytest.approx(float(cpu[key]), rel=1e-3, abs=1e-3), key
