@@ -46,3 +46,26 @@ def test_no_document_or_source_file_points_at_the_teams_notes_outside_the_reposi
     sources = [*ROOT.glob("*.py"), *(p for d in PACKAGES for p in (ROOT / d).rglob("*.py"))]
     needle = "../" + "shared"  # split so that this file does not name it
     assert not [p.name for p in [*DOCUMENTS, *sources] if needle in p.read_text()]
+
+
+def _expand(text: str) -> str:
+    """``a/{b,c}.py`` as ``a/b.py a/c.py``, the way the module map abbreviates sibling modules."""
+    brace = re.compile(r"([\w/.]*)\{([^}]*)\}([\w/.]*)")
+    while m := brace.search(text):
+        text = text[: m.start()] + " ".join(f"{m[1]}{x.strip()}{m[3]}" for x in m[2].split(",")) + text[m.end() :]
+    return text
+
+
+def test_the_module_map_names_every_module_of_the_packages():
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    table = _expand(architecture[architecture.index("## Module map") :])
+    named = {word for span in re.findall(r"`([^`]+)`", table) for word in span.split()}
+    modules = [
+        p.relative_to(ROOT).as_posix()
+        for d in PACKAGES
+        if d != "tests"
+        for p in (ROOT / d).rglob("*.py")
+        if p.name != "__init__.py"
+    ]
+    missing = [m for m in modules if not any(m == n or (n.endswith("/") and m.startswith(n)) for n in named)]
+    assert not missing, f"docs/architecture.md's module map leaves out {missing}"
