@@ -98,6 +98,7 @@ def plot_within_trial(methods: dict[str, list[dict]], episodes_per_round: int, t
     longest = max(len(rows) for rows in methods.values())
     for boundary in range(episodes_per_round, longest, episodes_per_round):
         ax.axvline(boundary + 0.5, color="grey", linestyle=":", linewidth=1)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # episodes are counted, not measured
     ax.set_xlabel(f"support episode ({episodes_per_round} per round; dotted: rounds)")
     ax.set_ylabel("success (mean over tasks, 95 % CI)")
     ax.set_ylim(-0.05, 1.05)
