@@ -221,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in opts.baselines:
             if name in TRAINED_IN:
                 trained = f"{TRAINED_IN[name]} PPO on the train split for the run's {iterations} iterations"
-                print(f"{name} baseline: {trained} (cached)")
+                folder = RunFolder(Path(opts.run)).baseline(TRAINED_IN[name], iterations)
+                where = f"from {folder}" if folder.exists() else f"trained once now, into {folder}"
+                print(f"{name} baseline: {trained} ({where})")
             methods.append(baseline(name, Path(opts.run), cfg, iterations, settings))
         with tqdm(
             total=len(methods) * len(ec.seeds),
