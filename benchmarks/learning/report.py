@@ -307,6 +307,13 @@ def markdown(
         f"`eval.json` and `metrics.csv`). Machine: {platform.machine()}, {cores()} cores, torch {torch.__version__}, "
         f"MuJoCo {mujoco.__version__}, Python {platform.python_version()}.",
         "",
+        *_headline(plan, by),
+        *(
+            f"![{family}: return and success against inner steps k, a row per split]({path.as_posix()})\n"
+            for family, path in plots.items()
+        ),
+        "## How the numbers were made",
+        "",
         "Protocol (`evaluate.py`): each cell of the plan is one meta-training run (family, algo, seed); on `n_tasks` "
         "tasks of each held-out split every method adapts for K rounds, each from fresh support episodes (a gradient "
         "learner takes an inner step per round; an in-context learner, `rl2` or `context`, folds the episodes into "
@@ -328,18 +335,13 @@ def markdown(
         "optimization, Yu et al. 2019; it never sees a held-out task's parameters). Env steps: the method's "
         "training plus one task's adaptation up to k; wall clock: training plus evaluating that split, per seed.",
         "",
-        *_headline(plan, by),
-        *(
-            f"![{family}: return and success against inner steps k, a row per split]({path.as_posix()})\n"
-            for family, path in plots.items()
-        ),
         *_within_trial_section(plan, by, curves or {}, within_plots or {}),
         *_adaptation_cost(plan, curves or {}),
-        *(["## What mattered", "", plan.notes.read_text().strip(), ""] if plan.notes else []),
         *_full_table(plan, records, by),
         *_compute(spent),
         *_commands(plan, runs, command),
         *_videos(plan, runs),
+        *(["## What mattered", "", plan.notes.read_text().strip(), ""] if plan.notes else []),
     ]
     return "\n".join(lines)
 
