@@ -298,7 +298,7 @@ def markdown(
     (``spent``: :func:`compute`), and the commands."""
     import mujoco
 
-    by = {(r["family"], r["algo"], r["split"], r["method"], r["k"]): r for r in records}
+    by = _index(records)
     lines = [
         "# Results: few-shot adaptation on held-out tasks",
         "",
@@ -432,8 +432,7 @@ def _headline(plan: Plan, by: dict[tuple, dict]) -> list[str]:
         "oracle, which sees the task, before any; env steps and wall clock of the learner at k = K. The full table "
         "below says which seeds each method ran.",
         "",
-        "| " + " | ".join(columns) + " |",
-        "|---" * len(columns) + "|",
+        *_head(columns),
     ]
     groups = plan.groups()
     for family, f in plan.families.items():
@@ -461,14 +460,29 @@ def _headline(plan: Plan, by: dict[tuple, dict]) -> list[str]:
                 f"{post['env_steps']:,}",
                 duration(post["wall_clock_s"]),
             ]
-            lines.append("| " + " | ".join(shown) + " |")
+            lines.append(_row(shown))
     return [*lines, ""]
+
+
+def _row(cells: list[str]) -> str:
+    """One row of a markdown table."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def _head(columns: list[str]) -> list[str]:
+    """A markdown table's header row and the separator under it."""
+    return [_row(columns), "|---" * len(columns) + "|"]
+
+
+def _index(records: list[dict]) -> dict[tuple, dict]:
+    """The records by (family, algo, split, method, k)."""
+    return {(r["family"], r["algo"], r["split"], r["method"], r["k"]): r for r in records}
 
 
 def readme_table(plan: Plan, records: list[dict]) -> str:
     """The README's headline table: per family, its best learner on held-out ``test`` tasks (:func:`best_learner`)
     with K, success before → after K rounds (mean [95 % CI]), the best baseline and the oracle before adapting."""
-    by = {(r["family"], r["algo"], r["split"], r["method"], r["k"]): r for r in records}
+    by = _index(records)
     columns = [
         "family",
         "best learner",
@@ -477,7 +491,7 @@ def readme_table(plan: Plan, records: list[dict]) -> str:
         "best baseline",
         "oracle (k = 0)",
     ]
-    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    lines = _head(columns)
     for family in plan.families:
         learner = best_learner(plan, by, family)
         row = _headline_row(plan, by, family, learner, "test") if learner else None
@@ -492,7 +506,7 @@ def readme_table(plan: Plan, records: list[dict]) -> str:
                 _baseline(row["baseline"], after),
                 _bound(row["oracle"], after),
             ]
-            lines.append("| " + " | ".join(shown) + " |")
+            lines.append(_row(shown))
     return "\n".join(lines) + "\n"
 
 
@@ -517,7 +531,7 @@ def _within_trial_section(
                 _success(last),
                 _success(by.get((family, algo, split, algo, e.steps))),
             ]
-            rows.append("| " + " | ".join(shown) + " |")
+            rows.append(_row(shown))
     if not rows:
         return [
             "## Within a trial",
@@ -540,8 +554,7 @@ def _within_trial_section(
         "3.92. After K: the evaluation episodes after the K-th round (the headline's numbers). The plots show each "
         "family's gradient learner and its in-context learners on `test`.",
         "",
-        "| " + " | ".join(columns) + " |",
-        "|---" * len(columns) + "|",
+        *_head(columns),
         *rows,
         "",
         *(f"![{family}: success of each support episode on test]({p.as_posix()})\n" for family, p in plots.items()),
@@ -558,7 +571,7 @@ def _adaptation_cost(plan: Plan, curves: dict[tuple, dict[str, dict]]) -> list[s
         kind = "forward passes" if algo in IN_CONTEXT else "gradient steps"
         times = (s["support"], s["adapt"], s["adapt"] / e.steps)
         shown = [family, algo, kind, _k(e), *(f"{1000 * t:.1f}" for t in times)]
-        rows.append("| " + " | ".join(shown) + " |")
+        rows.append(_row(shown))
     if not rows:
         return []
     columns = [
@@ -579,8 +592,7 @@ def _adaptation_cost(plan: Plan, curves: dict[tuple, dict[str, dict]]) -> list[s
         "while it acts (`rl2`'s memory, `context`'s task posterior), inside the collection, and adapting only keeps "
         f"where each task's ended. On this machine's CPU ({cores()} cores, shared with whatever else ran).",
         "",
-        "| " + " | ".join(columns) + " |",
-        "|---" * len(columns) + "|",
+        *_head(columns),
         *rows,
         "",
     ]
@@ -595,8 +607,7 @@ def _full_table(plan: Plan, records: list[dict], by: dict[tuple, dict]) -> list[
         "Success after k rounds, mean [95 % CI] (IQM); return, mean before → after K rounds; env steps and wall "
         "clock at k = K.",
         "",
-        "| " + " | ".join([*header, "return", "env steps", "wall clock"]) + " |",
-        "|---" * (len(header) + 3) + "|",
+        *_head([*header, "return", "env steps", "wall clock"]),
     ]
     for (family, algo), group in plan.groups().items():
         for split in SPLITS:
@@ -620,7 +631,7 @@ def _full_table(plan: Plan, records: list[dict], by: dict[tuple, dict]) -> list[
                     duration(last["wall_clock_s"]),
                 ]
                 shown = [f"{_success(r)} (IQM {_iqm(r)})" if r else "—" for r in rows]
-                lines.append("| " + " | ".join([*first, *shown, *cost]) + " |")
+                lines.append(_row([*first, *shown, *cost]))
     if not records:
         lines.append("No cell is finished yet.")
     return [*lines, ""]
