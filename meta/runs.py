@@ -214,6 +214,13 @@ def load_run(run: str | Path, which: str = "latest") -> tuple[TrainConfig, Outer
     return (cfg, *build(cfg, state))
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` as a person reads a duration: seconds up to 90, minutes up to 90, hours beyond."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
 @dataclass(frozen=True)
 class Training:
     """What a run folder's ``metrics.csv`` says: iterations done, env steps and the trainer's own iteration time."""

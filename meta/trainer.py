@@ -27,7 +27,7 @@ from meta.algorithms import build
 from meta.config import TrainConfig, family_of, to_dict
 from meta.distributed import RayWorkers
 from meta.outer_loop import combine
-from meta.runs import MetricsLog, RunFolder, begin, mujoco_log, open_run, save_checkpoints, training
+from meta.runs import MetricsLog, RunFolder, begin, duration, mujoco_log, open_run, save_checkpoints, training
 from meta.worker import InProcess, ShardResult, adopt_noise_state, iteration_state
 
 
@@ -91,12 +91,6 @@ def _mean(parts: list[dict[str, torch.Tensor]], key: str) -> float:
     return torch.cat([p[key] for p in parts]).mean().item()
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
-
-
 def _announce(cfg: TrainConfig, folder: RunFolder, start: int) -> str:
     """The line ``train.py`` prints above its progress bar: what trains, where, and how long it is likely to take,
     said as what it is (the pace of the iterations so far)."""
@@ -108,7 +102,7 @@ def _announce(cfg: TrainConfig, folder: RunFolder, start: int) -> str:
         )
     done = training(folder.path)
     pace = done.seconds / done.iterations if done.iterations else 0.0
-    left = f"about {_duration(pace * (cfg.iterations - start))} left at this run's pace so far; " if pace else ""
+    left = f"about {duration(pace * (cfg.iterations - start))} left at this run's pace so far; " if pace else ""
     return f"resuming {what} in {folder.path} at iteration {start} of {cfg.iterations} ({left}updated on the bar)"
 
 

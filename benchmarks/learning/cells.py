@@ -30,6 +30,7 @@ from meta.runs import (
     Training,
     check_config,
     check_family,
+    duration,
     load_run,
     read_checkpoint,
     training,
@@ -273,17 +274,6 @@ def process_seconds(cell: Cell, run: Path) -> float:
     folders = [run] + [RunFolder(run).baseline(b, cell.train.iterations) for b in TRAINED_BASELINES]
     seconds = sum(training(f).seconds for f in folders)
     return seconds + sum(sum(cached(cell, run, s).get("eval_seconds", {}).values()) for s in cell.eval.splits)
-
-
-def duration(seconds: float) -> str:
-    """``seconds`` as the status and the report show a duration."""
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def cores() -> int:

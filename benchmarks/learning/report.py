@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.learning.cells import cores, duration, evaluated, process_seconds
+from benchmarks.learning.cells import cores, evaluated, process_seconds
 from benchmarks.learning.plan import REPORTED, Cell, EvalSettings, Plan
 from envs.files import atomic_path
 from evaluation.baselines import TRAINED_IN
@@ -23,7 +23,7 @@ from evaluation.outputs import plot, plot_within_trial
 from evaluation.protocol import METRICS, aggregate
 from evaluation.statistics import stratified_bootstrap_ci
 from meta.config import IN_CONTEXT, TrainConfig, to_dict
-from meta.runs import RunFolder, Training, training
+from meta.runs import RunFolder, Training, duration, training
 
 RECORD_KEYS = (
     "family",
