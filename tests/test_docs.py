@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.learning.plan import load_plan
-from benchmarks.learning.report import README_BEGIN, README_END, readme_table
+from benchmarks.learning.report import README_BEGIN, README_END, readme_table, record_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -30,6 +30,16 @@ def test_the_readme_table_is_the_one_generated_from_docs_results_json():
     expected = readme_table(load_plan(ROOT / "benchmarks" / "plans" / "headline.yaml"), records)
     assert table.strip() == expected.strip()
     assert "|" in table, "the README's results table is empty: run the report"
+
+
+def test_the_numbers_of_results_md_are_the_ones_of_docs_results_json():
+    plan = load_plan(ROOT / "benchmarks" / "plans" / "headline.yaml")
+    shown = (ROOT / "docs" / "results.md").read_text().splitlines()
+    expected = [line for line in record_tables(plan, json.loads((ROOT / "docs" / "results.json").read_text())) if line]
+    # every table line generated from the records appears in results.md, in the same order
+    at = iter(shown)
+    missing = [line for line in expected if line not in at]
+    assert not missing, f"{len(missing)} lines of results.md are not the records' (first: {missing[0]})"
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())

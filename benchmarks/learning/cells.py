@@ -200,40 +200,51 @@ def evaluate_split(cell: Cell, run: Path, split: str) -> None:
 
 # ---- what is left ---------------------------------------------------------------------------------------------------
 class Estimator:
-    """Seconds of work left in a cell: measured on this machine where the family has finished work (seconds per
-    training iteration, seconds to evaluate each method on one split), else the plan's per-family defaults."""
+    """Seconds of work left in a cell: measured on this machine where there is finished work (seconds per training
+    iteration of the family and algo, or of the trained baseline; seconds per task to evaluate each method on one
+    split, under any protocol), else the family's pace over its other runs, else the plan's per-family defaults."""
 
     def __init__(self, plan: Plan, runs: Path) -> None:
         self.plan = plan
-        self.iteration_s: dict[str, list[float]] = {}  # family → [seconds, iterations] of every training run
-        self.eval_s: dict[tuple[str, str], list[float]] = {}  # (family, method kind) → seconds of each evaluation
+        self.iteration_s: dict[tuple[str, str], list[float]] = {}  # (family, algo or baseline) → [seconds, its.]
+        self.eval_s: dict[tuple[str, str], list[float]] = {}  # (family, method kind) → seconds per task, each eval
         for cell in plan.cells:
             run = runs / cell.name
-            folders = [run] + [RunFolder(run).baseline(b, cell.train.iterations) for b in TRAINED_BASELINES]
-            total = self.iteration_s.setdefault(cell.family, [0.0, 0])
-            for t in map(training, folders):
+            folders = {cell.algo: run} | {
+                b: RunFolder(run).baseline(b, cell.train.iterations) for b in TRAINED_BASELINES
+            }
+            for name, folder in folders.items():
+                t = training(folder)
+                total = self.iteration_s.setdefault((cell.family, name), [0.0, 0])
                 total[0] += t.seconds
                 total[1] += t.iterations
             for split in cell.eval.splits:
-                results = evaluated(cell, run, split)
-                for method, s in (results or {}).get("eval_seconds", {}).items():
-                    self.eval_s.setdefault((cell.family, _kind(cell, method)), []).append(s)
+                path = eval_json(run, split)
+                results = json.loads(path.read_text()) if path.is_file() else {}
+                tasks = results["config"]["n_tasks"] * len(results["config"]["seeds"]) if results else 0
+                for method, s in results.get("eval_seconds", {}).items():
+                    self.eval_s.setdefault((cell.family, _kind(cell, method)), []).append(s / tasks)
 
-    def training_left(self, cell: Cell, done: Training) -> float:
+    def training_left(self, cell: Cell, done: Training, name: str) -> float:
+        """Seconds left to train ``name`` (the cell's algo or a trained baseline) from ``done``."""
         left = max(cell.train.iterations - done.iterations, 0)
-        seconds, iterations = self.iteration_s[cell.family]
-        if iterations:
-            return left * seconds / iterations
+        own = self.iteration_s.get((cell.family, name), [0.0, 0])
+        family = [sum(v[i] for (f, _), v in self.iteration_s.items() if f == cell.family) for i in (0, 1)]
+        for seconds, iterations in (own, family):
+            if iterations:
+                return left * seconds / iterations
         return left / cell.train.iterations * self.plan.families[cell.family].train_minutes * 60
 
     def evaluation(self, cell: Cell, method: str) -> float:
         measured = self.eval_s.get((cell.family, _kind(cell, method)))
-        return float(np.mean(measured)) if measured else self.plan.families[cell.family].eval_minutes * 60
+        if measured:
+            return float(np.mean(measured)) * cell.eval.n_tasks * len(cell.eval_config("test").seeds)
+        return self.plan.families[cell.family].eval_minutes * 60
 
     def left(self, cell: Cell, p: Progress) -> float:
-        seconds = self.training_left(cell, p.trained)
+        seconds = self.training_left(cell, p.trained, cell.algo)
         if len(p.splits) < len(cell.eval.splits):
-            seconds += sum(self.training_left(cell, t) for t in p.baselines.values())
+            seconds += sum(self.training_left(cell, t, b) for b, t in p.baselines.items())
             seconds += sum(self.evaluation(cell, m) for methods in p.unmeasured.values() for m in methods)
         return seconds
 

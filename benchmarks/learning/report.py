@@ -479,6 +479,13 @@ def _index(records: list[dict]) -> dict[tuple, dict]:
     return {(r["family"], r["algo"], r["split"], r["method"], r["k"]): r for r in records}
 
 
+def record_tables(plan: Plan, records: list[dict]) -> list[str]:
+    """The lines of ``results.md`` made from ``records`` alone, in their order there: the headline table and the
+    table of every algorithm and baseline."""
+    by = _index(records)
+    return [*_headline(plan, by), *_full_table(plan, records, by)]
+
+
 def readme_table(plan: Plan, records: list[dict]) -> str:
     """The README's headline table: per family, its best learner on held-out ``test`` tasks (:func:`best_learner`)
     with K, success before → after K rounds (mean [95 % CI]), the best baseline and the oracle before adapting."""

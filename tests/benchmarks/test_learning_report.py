@@ -135,13 +135,15 @@ def test_the_headline_cells_without_report_seeds_keep_their_cached_evaluations()
 
 
 def report_seed_mentions(plan) -> list[str]:
-    """Where a plan's tuning material names one of its report seeds as a whole word: its notes, and every run's
-    training config (and its trained baselines' settings)."""
+    """Where a plan's tuning material names one of its report seeds as a whole word: its notes, docs/training.md
+    (where the in-context learners' settings were chosen), and every run's training config (and its trained
+    baselines' settings)."""
     reserved = {s for c in plan.cells for s in c.eval.report_seeds}
     if not reserved:
         return []
     word = re.compile(r"\b(" + "|".join(map(str, sorted(reserved))) + r")\b")
     texts = {str(plan.notes): plan.notes.read_text()} if plan.notes else {}
+    texts["docs/training.md"] = (ROOT / "docs" / "training.md").read_text()
     for c in plan.cells:
         settings = {k: v for k, v in to_dict(c.train).items() if k != "seed"}  # the run seed is checked apart
         texts[f"{c.name} train"] = yaml.safe_dump(settings) + yaml.safe_dump(dict(c.baseline_settings))
