@@ -6,6 +6,7 @@ markers."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import platform
@@ -383,16 +384,45 @@ def _after(plan: Plan, by: dict[tuple, dict], family: str, algo: str, split: str
     return by.get((family, algo, split, method or algo, group[0].eval.steps)) if group else None
 
 
+def baselines_of(plan: Plan, family: str, learner: str) -> str:
+    """The algo whose cells measured the baselines ``learner`` is compared with: its own where they measure any;
+    else the family's first algo whose cells measure some under the same protocol on tasks drawn with every seed
+    the learner's were (the in-context cells of a plan borrow the gradient learner's, measured once)."""
+    groups = plan.groups()
+
+    def draws(algo: str) -> set[tuple[str, int]]:
+        return {(s, c.eval_seed(s)) for c in groups[(family, algo)] for s in c.eval.splits}
+
+    def protocol(algo: str) -> EvalSettings:
+        return dataclasses.replace(groups[(family, algo)][0].eval, baselines=(), report_seeds=())
+
+    if groups[(family, learner)][0].eval.baselines:
+        return learner
+    return next(
+        (
+            a
+            for (f, a), cells in groups.items()
+            if f == family
+            and cells[0].eval.baselines
+            and protocol(a) == protocol(learner)
+            and draws(learner) <= draws(a)
+        ),
+        learner,
+    )
+
+
 def _headline_row(plan: Plan, by: dict[tuple, dict], family: str, learner: str, split: str) -> dict | None:
     """What the headline tables show of ``learner`` on ``split``: before and after K rounds, the best baseline (of
-    :data:`BASELINE_CHOICES`, by mean after K rounds, measured in the learner's own cells: the same tasks and
-    budget) and the oracle before adapting; None when the learner has no record after K rounds there."""
+    :data:`BASELINE_CHOICES`, by mean after K rounds, measured in the cells of :func:`baselines_of`: the same
+    protocol and budget) and the oracle before adapting; None when the learner has no record after K rounds
+    there."""
     e = plan.groups()[(family, learner)][0].eval
     after = by.get((family, learner, split, learner, e.steps))
     if after is None:
         return None
+    donor = baselines_of(plan, family, learner)
     baselines = [
-        (r["success_mean"], b, r) for b in BASELINE_CHOICES if (r := _after(plan, by, family, learner, split, b))
+        (r["success_mean"], b, r) for b in BASELINE_CHOICES if (r := _after(plan, by, family, donor, split, b))
     ]
     best = max(baselines, key=lambda x: x[0]) if baselines else None
     return {
@@ -403,7 +433,7 @@ def _headline_row(plan: Plan, by: dict[tuple, dict], family: str, learner: str, 
         "before": by.get((family, learner, split, learner, 0)),
         "after": after,
         "baseline": (best[1], best[2]) if best else None,
-        "oracle": by.get((family, learner, split, "oracle", 0)),
+        "oracle": by.get((family, donor, split, "oracle", 0)),
     }
 
 
@@ -428,7 +458,9 @@ def _headline(plan: Plan, by: dict[tuple, dict]) -> list[str]:
         "Per family and split, its best learner (of the headline, gradient and in-context learners the plan names, "
         "the highest mean success after its K rounds on `test`; every candidate's mean after K is listed beside it): "
         "success before adapting (k = 0) and after K rounds (K × support episodes per round), the best baseline "
-        "after the same K rounds in the learner's own cells (of multitask, sb3, search and scratch, by mean) and the "
+        "after the same K rounds (of multitask, sb3, search and scratch, by mean) in the learner's own cells, or where "
+        "those run none, in the family's cells of the same protocol and draws (an in-context learner's are its "
+        "gradient learner's), and the "
         "oracle, which sees the task, before any; env steps and wall clock of the learner at k = K. The full table "
         "below says which seeds each method ran.",
         "",

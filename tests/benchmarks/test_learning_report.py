@@ -354,3 +354,30 @@ def test_status_says_the_process_hours_of_the_cells_not_done(made, capsys):
     # 300 iterations at 1 s, then 2 splits × 2 methods at 30 s
     assert last.startswith("10 done, 0 partial, 1 todo of 11 cells: about 7 min left on this machine")
     assert last.endswith("one process at a time; 0.1 process-hours in the 1 cell not done")
+
+
+def test_a_learner_without_baselines_is_compared_with_those_of_the_familys_cells_on_the_same_protocol_and_draws(
+    tmp_path,
+):
+    borrowing = {k: v for k, v in json.loads(json.dumps(PLAN)).items() if k != "notes"}
+    borrowing["cells"] = [
+        {"family": "point", "algo": "maml", "seeds": [0, 1, 2]},
+        {"family": "point", "algo": "rl2", "seeds": [0], "eval": {"baselines": [], "report_seeds": [9101]}},
+        # another K: not the same budget, so maml's baselines are not its
+        {
+            "family": "point",
+            "algo": "context",
+            "seeds": [0],
+            "eval": {"baselines": [], "steps": 3, "report_seeds": [9101]},
+        },
+        {"family": "cheetah", "algo": "maml", "seeds": [0]},
+    ]
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(borrowing, sort_keys=False))
+    plan = load_plan(tmp_path / "b.yaml")
+    assert report.baselines_of(plan, "point", "rl2") == "maml"
+    assert report.baselines_of(plan, "point", "context") == "context"
+    assert report.baselines_of(plan, "point", "maml") == "maml"
+    # drawn with a seed maml's cells never drew with: no borrowing
+    borrowing["cells"][1]["eval"]["report_seeds"] = [9104]
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(borrowing, sort_keys=False))
+    assert report.baselines_of(load_plan(tmp_path / "b.yaml"), "point", "rl2") == "rl2"
