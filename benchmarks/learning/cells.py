@@ -283,8 +283,14 @@ def process_seconds(cell: Cell, run: Path) -> float:
     (``metrics.csv``'s ``perf/iteration_s``) and the evaluations of its splits under its present protocol
     (``eval.json``'s ``eval_seconds``, every method measured, asked for now or not)."""
     folders = [run] + [RunFolder(run).baseline(b, cell.train.iterations) for b in TRAINED_BASELINES]
-    seconds = sum(training(f).seconds for f in folders)
-    return seconds + sum(sum(cached(cell, run, s).get("eval_seconds", {}).values()) for s in cell.eval.splits)
+    return sum(training(f).seconds for f in folders) + evaluation_seconds(cell, run)
+
+
+def evaluation_seconds(cell: Cell, run: Path, splits: tuple[str, ...] | None = None) -> float:
+    """The process-seconds of the cell's evaluations of ``splits`` (default: all its splits) under its present
+    protocol."""
+    chosen = cell.eval.splits if splits is None else [s for s in cell.eval.splits if s in splits]
+    return sum(sum(cached(cell, run, s).get("eval_seconds", {}).values()) for s in chosen)
 
 
 def cores() -> int:

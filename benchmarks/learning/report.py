@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.learning.cells import cores, evaluated, process_seconds
+from benchmarks.learning.cells import cores, evaluated, evaluation_seconds, process_seconds
 from benchmarks.learning.plan import REPORTED, Cell, EvalSettings, Plan
 from envs.files import atomic_path
 from evaluation.baselines import TRAINED_IN
@@ -169,17 +169,24 @@ def within_trial(evaluations: list[tuple[Cell, dict]]) -> dict[str, dict]:
 
 def compute(plan: Plan, runs: Path) -> dict[str, dict[str, float]]:
     """Per family, the process-seconds its cells took (:func:`benchmarks.learning.cells.process_seconds`), of them
-    those of its new cells (algo rl2 or context), and how many cells of each there are."""
+    those of its new cells (algo rl2 or context), how many cells of each there are, and the process-seconds of the
+    evaluations on report draws of the cells that were there before (``report_cells``, ``report_seconds``)."""
     out: dict[str, dict[str, float]] = {}
     for cell in plan.cells:
         seconds = process_seconds(cell, runs / cell.name)
-        f = out.setdefault(cell.family, dict.fromkeys(("cells", "seconds", "new_cells", "new_seconds"), 0.0))
+        f = out.setdefault(cell.family, dict.fromkeys(COMPUTE_KEYS, 0.0))
         f["cells"] += 1
         f["seconds"] += seconds
         if cell.algo in IN_CONTEXT:
             f["new_cells"] += 1
             f["new_seconds"] += seconds
+        elif cell.report_seed is not None:
+            f["report_cells"] += 1
+            f["report_seconds"] += evaluation_seconds(cell, runs / cell.name, REPORTED)
     return out
+
+
+COMPUTE_KEYS = ("cells", "seconds", "new_cells", "new_seconds", "report_cells", "report_seconds")
 
 
 # ---- the report -----------------------------------------------------------------------------------------------------
@@ -679,28 +686,35 @@ def _full_table(plan: Plan, records: list[dict], by: dict[tuple, dict]) -> list[
 def _compute(spent: dict[str, dict[str, float]] | None) -> list[str]:
     if not spent:
         return []
-    total = {k: sum(f[k] for f in spent.values()) for k in ("cells", "seconds", "new_cells", "new_seconds")}
+    total = {k: sum(f.get(k, 0.0) for f in spent.values()) for k in COMPUTE_KEYS}
     rows = [
         f"| {family} | {f['cells']:.0f} | {f['seconds'] / 3600:.1f} | {f['new_cells']:.0f} | "
-        f"{f['new_seconds'] / 3600:.1f} |"
+        f"{f['new_seconds'] / 3600:.1f} | {f.get('report_cells', 0):.0f} | {f.get('report_seconds', 0) / 3600:.1f} |"
         for family, f in spent.items()
     ]
     new = (
         f"Of them, the {total['new_cells']:.0f} new cells (algo `rl2` or `context`) took "
-        f"{total['new_seconds'] / 3600:.1f} process-hours."
+        f"{total['new_seconds'] / 3600:.1f} process-hours"
         if total["new_cells"]
-        else "The plan has no new cells (algo `rl2` or `context`)."
+        else "The plan has no new cells (algo `rl2` or `context`)"
+    )
+    again = (
+        f"; evaluating {total['report_cells']:.0f} cells that were there before on the report draws took "
+        f"{total['report_seconds'] / 3600:.1f}."
+        if total["report_cells"]
+        else "."
     )
     return [
         "## Compute",
         "",
         f"The plan's {total['cells']:.0f} cells took {total['seconds'] / 3600:.1f} process-hours so far: the "
         "training of every run and of its trained baselines (`metrics.csv`, `perf/iteration_s`) and every "
-        f"evaluation of its splits (`eval.json`, `eval_seconds`). {new} Processes that ran at once shared the "
-        "machine's cores, so each took longer than alone.",
+        f"evaluation of its splits (`eval.json`, `eval_seconds`). {new}{again} Processes that ran at once shared "
+        "the machine's cores, so each took longer than alone.",
         "",
-        "| family | cells | process-hours | new cells | their process-hours |",
-        "|---|---|---|---|---|",
+        "| family | cells | process-hours | new cells | their process-hours | re-evaluated on report draws | "
+        "their evaluations' process-hours |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]

@@ -287,8 +287,9 @@ def test_results_md_shows_the_best_learner_the_within_trial_curves_the_cost_and_
     assert "| point | rl2 | forward passes | 2 × 2 | 40.0 | 0.0 | 0.0 |" in md
     # 10 cells × (300 s of training + 2 splits × 2 methods × 30 s), 6 of them new
     assert "The plan's 10 cells took 1.2 process-hours so far" in md
-    assert "Of them, the 6 new cells (algo `rl2` or `context`) took 0.7 process-hours." in md
-    assert "| point | 9 | 1.1 | 6 | 0.7 |" in md
+    # the 4 maml cells' test evaluations (2 methods × 30 s) on report draws
+    assert "Of them, the 6 new cells (algo `rl2` or `context`) took 0.7 process-hours; evaluating 4 cells" in md
+    assert "| point | 9 | 1.1 | 6 | 0.7 | 3 | 0.1 |" in md
     assert "--seeds R` on test, with the report seed R of S: 0 → 9101, 1 → 9102, 2 → 9103" in md
     assert "--seeds 9101 --video-only" in md
 
