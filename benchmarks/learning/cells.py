@@ -45,11 +45,16 @@ def eval_json(run: Path, split: str) -> Path:
     return RunFolder(run).evaluation(split) / "eval.json"
 
 
+def read_eval(run: Path, split: str) -> dict:
+    """The split's ``eval.json`` in the run folder ``run`` under whatever protocol it was made, else ``{}``."""
+    path = eval_json(run, split)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def cached(cell: Cell, run: Path, split: str) -> dict:
     """The split's ``eval.json`` if it was made under the cell's present protocol (its methods may be fewer or more
     than the plan now asks), else ``{}``."""
-    path = eval_json(run, split)
-    results = json.loads(path.read_text()) if path.is_file() else {}
+    results = read_eval(run, split)
     return results if results.get("config") == config_dict(cell.eval_config(split)) else {}
 
 
@@ -219,17 +224,16 @@ class Estimator:
                 total[0] += t.seconds
                 total[1] += t.iterations
             for split in cell.eval.splits:
-                path = eval_json(run, split)
-                results = json.loads(path.read_text()) if path.is_file() else {}
-                tasks = results["config"]["n_tasks"] * len(results["config"]["seeds"]) if results else 0
+                results = read_eval(run, split)
                 for method, s in results.get("eval_seconds", {}).items():
-                    self.eval_s.setdefault((cell.family, _kind(cell, method)), []).append(s / tasks)
+                    per_task = s / (results["config"]["n_tasks"] * len(results["config"]["seeds"]))
+                    self.eval_s.setdefault((cell.family, _kind(cell, method)), []).append(per_task)
 
     def training_left(self, cell: Cell, done: Training, name: str) -> float:
         """Seconds left to train ``name`` (the cell's algo or a trained baseline) from ``done``."""
         left = max(cell.train.iterations - done.iterations, 0)
         own = self.iteration_s.get((cell.family, name), [0.0, 0])
-        family = [sum(v[i] for (f, _), v in self.iteration_s.items() if f == cell.family) for i in (0, 1)]
+        family = np.sum([v for (f, _), v in self.iteration_s.items() if f == cell.family], axis=0)
         for seconds, iterations in (own, family):
             if iterations:
                 return left * seconds / iterations
@@ -238,7 +242,7 @@ class Estimator:
     def evaluation(self, cell: Cell, method: str) -> float:
         measured = self.eval_s.get((cell.family, _kind(cell, method)))
         if measured:
-            return float(np.mean(measured)) * cell.eval.n_tasks * len(cell.eval_config("test").seeds)
+            return float(np.mean(measured)) * cell.eval.n_tasks  # a cell evaluates one seed
         return self.plan.families[cell.family].eval_minutes * 60
 
     def left(self, cell: Cell, p: Progress) -> float:

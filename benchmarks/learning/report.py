@@ -167,6 +167,9 @@ def within_trial(evaluations: list[tuple[Cell, dict]]) -> dict[str, dict]:
     return out
 
 
+COMPUTE_KEYS = ("cells", "seconds", "new_cells", "new_seconds", "report_cells", "report_seconds")
+
+
 def compute(plan: Plan, runs: Path) -> dict[str, dict[str, float]]:
     """Per family, the process-seconds its cells took (:func:`benchmarks.learning.cells.process_seconds`), of them
     those of its new cells (algo rl2 or context), how many cells of each there are, and the process-seconds of the
@@ -184,9 +187,6 @@ def compute(plan: Plan, runs: Path) -> dict[str, dict[str, float]]:
             f["report_cells"] += 1
             f["report_seconds"] += evaluation_seconds(cell, runs / cell.name, REPORTED)
     return out
-
-
-COMPUTE_KEYS = ("cells", "seconds", "new_cells", "new_seconds", "report_cells", "report_seconds")
 
 
 # ---- the report -----------------------------------------------------------------------------------------------------
@@ -686,10 +686,10 @@ def _full_table(plan: Plan, records: list[dict], by: dict[tuple, dict]) -> list[
 def _compute(spent: dict[str, dict[str, float]] | None) -> list[str]:
     if not spent:
         return []
-    total = {k: sum(f.get(k, 0.0) for f in spent.values()) for k in COMPUTE_KEYS}
+    total = {k: sum(f[k] for f in spent.values()) for k in COMPUTE_KEYS}
     rows = [
         f"| {family} | {f['cells']:.0f} | {f['seconds'] / 3600:.1f} | {f['new_cells']:.0f} | "
-        f"{f['new_seconds'] / 3600:.1f} | {f.get('report_cells', 0):.0f} | {f.get('report_seconds', 0) / 3600:.1f} |"
+        f"{f['new_seconds'] / 3600:.1f} | {f['report_cells']:.0f} | {f['report_seconds'] / 3600:.1f} |"
         for family, f in spent.items()
     ]
     new = (
