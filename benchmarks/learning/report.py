@@ -202,12 +202,17 @@ def write_report(
     plots, within_plots = {}, {}
     evaluations = collect_results(plan, runs)
     curves = {key: within_trial(e) for key, e in evaluations.items()}
+    by = _index(records)
     for family, f in plan.families.items():
-        splits = [s for s in SPLITS if (family, f.headline, s) in evaluations]
+        learner = best_learner(plan, by, family) or f.headline
+        # the learner the headline shows, and the algo whose cells measured its baselines on the same draws
+        shown = tuple(dict.fromkeys((learner, baselines_of(plan, family, learner))))
+        splits = [s for s in SPLITS if (family, learner, s) in evaluations]
         path = out / "img" / f"results-{family}.png"
         if splits:
             plots[family] = path
-            _plot_family(family, f.headline, {s: evaluations[(family, f.headline, s)] for s in splits}, path)
+            by_split = {s: {a: evaluations.get((family, a, s), []) for a in shown} for s in splits}
+            _plot_family(family, by_split, path)
         else:
             path.unlink(missing_ok=True)  # a plot of cells since deleted would outlive the records it showed
         path = out / "img" / f"within-trial-{family}.png"
@@ -241,8 +246,10 @@ def update_readme(path: Path, table: str) -> bool:
     return True
 
 
-def _plot_family(family: str, algo: str, by_split: dict[str, list[tuple[Cell, dict]]], path: Path) -> None:
-    """:func:`evaluation.outputs.plot` of the headline algo and its baselines, one row per split, in one image."""
+def _plot_family(family: str, by_split: dict[str, dict[str, list[tuple[Cell, dict]]]], path: Path) -> None:
+    """:func:`evaluation.outputs.plot` of every method the given cells evaluated (per split, per algo: the family's
+    best learner first, then the algo whose cells measured its baselines), one row per split, in one image. A method
+    measured on fewer runs than its algo's cells names its seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -250,15 +257,19 @@ def _plot_family(family: str, algo: str, by_split: dict[str, list[tuple[Cell, di
 
     panels = []
     with tempfile.TemporaryDirectory() as tmp:
-        for split, evaluations in by_split.items():
+        for split, by_algo in by_split.items():
+            evaluations = next(iter(by_algo.values()))  # the best learner's cells name the runs
             title = (
-                f"{family}: {algo} on {split} ({evaluations[0][0].eval.n_tasks} tasks × {_runs(evaluations, split)})"
+                f"{family}: {' and '.join(by_algo)} on {split} "
+                f"({evaluations[0][0].eval.n_tasks} tasks × {_runs(evaluations, split)})"
             )
-            every = [c.seed for c, _ in evaluations]
-            lines = {
-                m if seen == every else f"{m} (seed {', '.join(map(str, seen))})": rows
-                for m, (rows, seen) in summaries(evaluations).items()
-            }
+            lines = {}
+            for cells in by_algo.values():
+                every = [c.seed for c, _ in cells]
+                lines |= {
+                    m if seen == every else f"{m} (seed {', '.join(map(str, seen))})": rows
+                    for m, (rows, seen) in summaries(cells).items()
+                }
             plot(lines, title, Path(tmp) / f"{split}.png")
             panels.append(plt.imread(Path(tmp) / f"{split}.png"))
     with atomic_path(path) as tmp:
@@ -317,7 +328,8 @@ def markdown(
         "",
         *_headline(plan, by),
         *(
-            f"![{family}: return and success against inner steps k, a row per split]({path.as_posix()})\n"
+            f"![{family}: return and success of its best learner and the baselines against rounds of adaptation k, "
+            f"a row per split]({path.as_posix()})\n"
             for family, path in plots.items()
         ),
         "## How the numbers were made",

@@ -382,3 +382,38 @@ def test_a_learner_without_baselines_is_compared_with_those_of_the_familys_cells
     borrowing["cells"][1]["eval"]["report_seeds"] = [9104]
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(borrowing, sort_keys=False))
     assert report.baselines_of(load_plan(tmp_path / "b.yaml"), "point", "rl2") == "rl2"
+
+
+def test_the_family_plot_shows_the_best_learner_with_the_baselines_it_is_compared_with(tmp_path, monkeypatch):
+    borrowing = {k: v for k, v in json.loads(json.dumps(PLAN)).items() if k != "notes"}
+    borrowing["cells"] = [
+        {"family": "point", "algo": "maml", "seeds": [0, 1]},
+        {"family": "point", "algo": "rl2", "seeds": [0, 1], "eval": {"baselines": [], "report_seeds": [9101, 9102]}},
+        {"family": "cheetah", "algo": "maml", "seeds": [0]},
+    ]
+    borrowing["families"]["point"]["in_context"] = ["rl2"]
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(borrowing, sort_keys=False))
+    plan = load_plan(tmp_path / "b.yaml")
+    runs = tmp_path / "results" / "b"
+    _write_cells(plan, runs)
+    for seed in (0, 1):  # rl2's cells measured no baseline: their scratch is maml's
+        for split in ("test", "val"):
+            path = runs / f"point-rl2-seed{seed}" / "eval" / split / "eval.json"
+            results = json.loads(path.read_text())
+            del results["methods"]["scratch"]
+            path.write_text(json.dumps(results))
+    drawn, draw = {}, report.plot
+
+    def recording(lines, title, path):
+        drawn[title] = list(lines)
+        draw(lines, title, path)
+
+    monkeypatch.setattr(report, "plot", recording)
+    records = report.make_records(plan, runs)
+    report.write_report(plan, runs, tmp_path / "docs", records, "python -m benchmarks.learning")
+    point = {t: lines for t, lines in drawn.items() if t.startswith("point")}
+    assert point == {
+        f"point: rl2 and maml on {split} (4 tasks × seeds 0, 1{drawn_with})": ["rl2", "maml", "scratch"]
+        for split, drawn_with in (("test", ", eval seeds 9101, 9102"), ("val", ""))
+    }
+    assert (tmp_path / "docs" / "img" / "results-point.png").stat().st_size > 0
