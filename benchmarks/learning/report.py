@@ -539,12 +539,15 @@ def record_tables(plan: Plan, records: list[dict]) -> list[str]:
 
 def readme_table(plan: Plan, records: list[dict]) -> str:
     """The README's headline table: per family, its best learner on held-out ``test`` tasks (:func:`best_learner`)
-    with K, success before → after K rounds (mean [95 % CI]), the best baseline and the oracle before adapting."""
+    with K, the run seeds it is measured on, success before → after K rounds (mean [95 % CI]), the best baseline
+    and the oracle before adapting."""
     by = _index(records)
+    groups = plan.groups()
     columns = [
         "family",
         "best learner",
         "K × support",
+        "seeds",
         "before → after (mean [95 % CI])",
         "best baseline",
         "oracle (k = 0)",
@@ -560,6 +563,7 @@ def readme_table(plan: Plan, records: list[dict]) -> str:
                 family,
                 learner,
                 row["K"],
+                _seeds(after["seeds"], groups[(family, learner)]),
                 before_after,
                 _baseline(row["baseline"], after),
                 _bound(row["oracle"], after),

@@ -308,11 +308,15 @@ def test_the_readme_table_between_the_markers_is_the_functions_and_a_readme_with
         "family",
         "best learner",
         "K × support",
+        "seeds",
         "before → after (mean [95 % CI])",
         "best baseline",
         "oracle (k = 0)",
     ]
-    assert [_cells(line)[:3] for line in lines[2:]] == [["point", "rl2", "2 × 2"], ["cheetah", "maml", "2 × 2"]]
+    assert [_cells(line)[:4] for line in lines[2:]] == [
+        ["point", "rl2", "2 × 2", "0, 1, 2"],
+        ["cheetah", "maml", "2 × 2", "0"],
+    ]
     readme = tmp / "README.md"
     text = f"# robometa\n\nIntro.\n\n{report.README_BEGIN}\nold table\n{report.README_END}\n\nMore.\n"
     readme.write_text(text)
