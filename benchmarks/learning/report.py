@@ -249,7 +249,7 @@ def update_readme(path: Path, table: str) -> bool:
 def _plot_family(family: str, by_split: dict[str, dict[str, list[tuple[Cell, dict]]]], path: Path) -> None:
     """:func:`evaluation.outputs.plot` of every method the given cells evaluated (per split, per algo: the family's
     best learner first, then the algo whose cells measured its baselines), one row per split, in one image. A method
-    measured on fewer runs than its algo's cells names its seeds."""
+    measured on other runs than the best learner's, which the title names, names its seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,8 +264,8 @@ def _plot_family(family: str, by_split: dict[str, dict[str, list[tuple[Cell, dic
                 f"({evaluations[0][0].eval.n_tasks} tasks × {_runs(evaluations, split)})"
             )
             lines = {}
+            every = [c.seed for c, _ in evaluations]  # the runs the title names
             for cells in by_algo.values():
-                every = [c.seed for c, _ in cells]
                 lines |= {
                     m if seen == every else f"{m} (seed {', '.join(map(str, seen))})": rows
                     for m, (rows, seen) in summaries(cells).items()

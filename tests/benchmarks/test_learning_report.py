@@ -391,7 +391,7 @@ def test_a_learner_without_baselines_is_compared_with_those_of_the_familys_cells
 def test_the_family_plot_shows_the_best_learner_with_the_baselines_it_is_compared_with(tmp_path, monkeypatch):
     borrowing = {k: v for k, v in json.loads(json.dumps(PLAN)).items() if k != "notes"}
     borrowing["cells"] = [
-        {"family": "point", "algo": "maml", "seeds": [0, 1]},
+        {"family": "point", "algo": "maml", "seeds": [0, 1, 2]},
         {"family": "point", "algo": "rl2", "seeds": [0, 1], "eval": {"baselines": [], "report_seeds": [9101, 9102]}},
         {"family": "cheetah", "algo": "maml", "seeds": [0]},
     ]
@@ -417,7 +417,11 @@ def test_the_family_plot_shows_the_best_learner_with_the_baselines_it_is_compare
     report.write_report(plan, runs, tmp_path / "docs", records, "python -m benchmarks.learning")
     point = {t: lines for t, lines in drawn.items() if t.startswith("point")}
     assert point == {
-        f"point: rl2 and maml on {split} (4 tasks × seeds 0, 1{drawn_with})": ["rl2", "maml", "scratch"]
+        f"point: rl2 and maml on {split} (4 tasks × seeds 0, 1{drawn_with})": [
+            "rl2",
+            "maml (seed 0, 1, 2)",  # measured on a run the title does not name
+            "scratch (seed 0, 1, 2)",
+        ]
         for split, drawn_with in (("test", ", eval seeds 9101, 9102"), ("val", ""))
     }
     assert (tmp_path / "docs" / "img" / "results-point.png").stat().st_size > 0
