@@ -203,14 +203,14 @@ def write_report(
     evaluations = collect_results(plan, runs)
     curves = {key: within_trial(e) for key, e in evaluations.items()}
     by = _index(records)
-    for family, f in plan.families.items():
-        learner = best_learner(plan, by, family) or f.headline
-        # the learner the headline shows, and the algo whose cells measured its baselines on the same draws
-        shown = tuple(dict.fromkeys((learner, baselines_of(plan, family, learner))))
+    for family in plan.families:
+        learner = best_learner(plan, by, family)  # None where no cell of the family is finished
         splits = [s for s in SPLITS if (family, learner, s) in evaluations]
         path = out / "img" / f"results-{family}.png"
         if splits:
             plots[family] = path
+            # the learner the headline shows, and the algo whose cells measured its baselines on the same draws
+            shown = dict.fromkeys((learner, baselines_of(plan, family, learner)))
             by_split = {s: {a: evaluations.get((family, a, s), []) for a in shown} for s in splits}
             _plot_family(family, by_split, path)
         else:
