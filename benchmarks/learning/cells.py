@@ -23,7 +23,7 @@ from benchmarks.learning.plan import Cell, Plan
 from evaluation.baselines import TRAINED_BASELINES, TRAINED_IN, baseline
 from evaluation.outputs import header, write_outputs
 from evaluation.protocol import AdaptedMethod, config_dict, evaluate_methods
-from meta.config import family_of
+from meta.config import family_of, steps_per_iteration
 from meta.runs import (
     FAMILY_RECORD,
     RunFolder,
@@ -205,13 +205,15 @@ def evaluate_split(cell: Cell, run: Path, split: str) -> None:
 
 # ---- what is left ---------------------------------------------------------------------------------------------------
 class Estimator:
-    """Seconds of work left in a cell: measured on this machine where there is finished work (seconds per training
-    iteration of the family and algo, or of the trained baseline; seconds per task to evaluate each method on one
-    split, under any protocol), else the family's pace over its other runs, else the plan's per-family defaults."""
+    """Seconds of work left in a cell: measured on this machine where there is finished work (seconds per env step
+    of training the family's algo, or its trained baseline; seconds per task to evaluate each method on one split,
+    under any protocol), else the family's pace over its other runs, else the plan's per-family defaults. Per env
+    step, not per iteration: a baseline trained at an in-context run's budget takes as many env steps as the run,
+    in iterations of another size."""
 
     def __init__(self, plan: Plan, runs: Path) -> None:
         self.plan = plan
-        self.iteration_s: dict[tuple[str, str], list[float]] = {}  # (family, algo or baseline) → [seconds, its.]
+        self.step_s: dict[tuple[str, str], list[float]] = {}  # (family, algo or baseline) → [seconds, env steps]
         self.eval_s: dict[tuple[str, str], list[float]] = {}  # (family, method kind) → seconds per task, each eval
         for cell in plan.cells:
             run = runs / cell.name
@@ -220,9 +222,9 @@ class Estimator:
             }
             for name, folder in folders.items():
                 t = training(folder)
-                total = self.iteration_s.setdefault((cell.family, name), [0.0, 0])
+                total = self.step_s.setdefault((cell.family, name), [0.0, 0])
                 total[0] += t.seconds
-                total[1] += t.iterations
+                total[1] += t.env_steps
             for split in cell.eval.splits:
                 results = read_eval(run, split)
                 for method, s in results.get("eval_seconds", {}).items():
@@ -230,14 +232,15 @@ class Estimator:
                     self.eval_s.setdefault((cell.family, _kind(cell, method)), []).append(per_task)
 
     def training_left(self, cell: Cell, done: Training, name: str) -> float:
-        """Seconds left to train ``name`` (the cell's algo or a trained baseline) from ``done``."""
-        left = max(cell.train.iterations - done.iterations, 0)
-        own = self.iteration_s.get((cell.family, name), [0.0, 0])
-        family = np.sum([v for (f, _), v in self.iteration_s.items() if f == cell.family], axis=0)
-        for seconds, iterations in (own, family):
-            if iterations:
-                return left * seconds / iterations
-        return left / cell.train.iterations * self.plan.families[cell.family].train_minutes * 60
+        """Seconds left to train ``name`` (the cell's algo or a trained baseline: as many env steps) from ``done``."""
+        budget = cell.train.iterations * steps_per_iteration(cell.train)
+        left = max(budget - done.env_steps, 0)
+        own = self.step_s.get((cell.family, name), [0.0, 0])
+        family = np.sum([v for (f, _), v in self.step_s.items() if f == cell.family], axis=0)
+        for seconds, steps in (own, family):
+            if steps:
+                return left * seconds / steps
+        return left / budget * self.plan.families[cell.family].train_minutes * 60
 
     def evaluation(self, cell: Cell, method: str) -> float:
         measured = self.eval_s.get((cell.family, _kind(cell, method)))

@@ -18,7 +18,8 @@ from benchmarks.learning.__main__ import main
 from benchmarks.learning.plan import load_plan
 from evaluation.protocol import config_dict
 from evaluation.statistics import stratified_bootstrap_ci
-from meta.config import to_dict
+from meta.config import steps_per_iteration, to_dict
+from meta.runs import Training
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANS = sorted((ROOT / "benchmarks" / "plans").glob("*.yaml"))
@@ -69,7 +70,7 @@ def _within(method: str, seed: int) -> list[dict]:
 
 
 def _write_cells(plan, runs: Path, without_within: tuple[str, ...] = ()) -> None:
-    """Every cell of ``plan`` as finished: its ``metrics.csv`` (one second per iteration) and each split's
+    """Every cell of ``plan`` as finished: its ``metrics.csv`` (one second per iteration of its config) and each split's
     ``eval.json`` under its protocol (``without_within``: cells whose evaluation predates within-trial curves)."""
     for cell in plan.cells:
         run = runs / cell.name
@@ -77,7 +78,8 @@ def _write_cells(plan, runs: Path, without_within: tuple[str, ...] = ()) -> None
         with (run / "metrics.csv").open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["iteration", "env_steps", "perf/iteration_s"])
             w.writeheader()
-            w.writerows({"iteration": i, "env_steps": 100 * i, "perf/iteration_s": 1.0} for i in range(1, 301))
+            steps = steps_per_iteration(cell.train)
+            w.writerows({"iteration": i, "env_steps": steps * i, "perf/iteration_s": 1.0} for i in range(1, 301))
         for split in cell.eval.splits:
             methods = {}
             for m in (cell.algo, "scratch"):
@@ -359,6 +361,20 @@ def test_status_says_the_process_hours_of_the_cells_not_done(made, capsys):
     # 300 iterations at 1 s, then 2 splits × 2 methods at 30 s
     assert last.startswith("10 done, 0 partial, 1 todo of 11 cells: about 7 min left on this machine")
     assert last.endswith("one process at a time; 0.1 process-hours in the 1 cell not done")
+
+
+def test_a_trained_baseline_is_estimated_by_the_env_steps_of_the_run_whose_budget_it_trains_at(tmp_path):
+    (tmp_path / "made.yaml").write_text(yaml.safe_dump({**PLAN, "eval": {**PLAN["eval"], "baselines": ["multitask"]}}))
+    (tmp_path / "made-notes.md").write_text("Tuned on val seeds 0, 1 and 2.\n")
+    plan = load_plan(tmp_path / "made.yaml")
+    estimator = cells.Estimator(plan, tmp_path / "results")  # nothing measured yet
+    estimator.step_s[("point", "multitask")] = [10.0, 1000]  # 0.01 s per env step
+    by_algo = {c.algo: c for c in plan.cells if c.family == "point"}
+    for algo in ("maml", "rl2"):  # rl2's trials take more env steps per iteration than maml's support and query
+        cell = by_algo[algo]
+        left = estimator.training_left(cell, Training(), "multitask")
+        assert left == pytest.approx(0.01 * cell.train.iterations * steps_per_iteration(cell.train))
+    assert steps_per_iteration(by_algo["rl2"].train) > steps_per_iteration(by_algo["maml"].train)
 
 
 def test_a_learner_without_baselines_is_compared_with_those_of_the_familys_cells_on_the_same_protocol_and_draws(
