@@ -91,10 +91,16 @@ def _mean(parts: list[dict[str, torch.Tensor]], key: str) -> float:
     return torch.cat([p[key] for p in parts]).mean().item()
 
 
+def _name(cfg: TrainConfig) -> str:
+    """What trains, as its progress bar names it: ``door/maml``; the oracle baseline (multitask PPO that sees the
+    task) as ``door/oracle``, not as the multitask baseline it otherwise is."""
+    return f"{cfg.family}/{'oracle' if cfg.task_in_obs else cfg.algo}"
+
+
 def _announce(cfg: TrainConfig, folder: RunFolder, start: int) -> str:
     """The line ``train.py`` prints above its progress bar: what trains, where, and how long it is likely to take,
     said as what it is (the pace of the iterations so far)."""
-    what = f"{cfg.family}/{cfg.algo}"
+    what = _name(cfg)
     if start == 0:
         return (
             f"training {what} into {folder.path} ({cfg.iterations} iterations; the time left shows on the bar once "
@@ -156,7 +162,7 @@ def train(cfg: TrainConfig | None, resume: str | None = None, iterations: int | 
                 tqdm(
                     initial=start,
                     total=cfg.iterations,
-                    desc=f"{cfg.family}/{cfg.algo}",
+                    desc=_name(cfg),
                     bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} iterations "
                     "[{elapsed} elapsed, {remaining} left{postfix}]",
                 )

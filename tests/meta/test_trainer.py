@@ -242,6 +242,13 @@ def theta(run: Path) -> dict[str, torch.Tensor]:
     return checkpoint.load(run / "checkpoints" / "latest.pt")["learner"]["theta"]
 
 
+def test_the_oracle_baseline_trains_under_its_own_name(tmp_path, capsys):
+    train(tiny(tmp_path, algo="multitask", task_in_obs=True, iterations=1))
+    err = capsys.readouterr().err
+    assert err.startswith(f"training point/oracle into {tmp_path / 'run'} (1 iterations;")
+    assert "point/multitask" not in err
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """A run of 16 iterations trained at once, which stopped, resumed and lengthened runs must equal."""
