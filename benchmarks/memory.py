@@ -21,14 +21,17 @@ from meta.rl2 import RL2
 from meta.runs import load_run
 
 
-def per_episode(run: str, split: str, tasks: int, episodes: int, worlds: int, seed: int) -> dict[str, dict]:
+def per_episode(
+    run: str, split: str, tasks: int, episodes: int, worlds: int, seed: int, checkpoint: str = "latest"
+) -> dict[str, dict]:
     """Success and return of episode 1 … ``episodes`` (means over ``tasks`` tasks of ``split`` drawn with ``seed``,
     ``worlds`` worlds each): ``carried`` in one trial, ``fresh`` in ``episodes`` one-episode trials reset with seeds
-    ``seed``, ``seed + 1``, …, so that the first episodes of the two are the same episode."""
+    ``seed``, ``seed + 1``, …, so that the first episodes of the two are the same episode. ``checkpoint``: as
+    ``evaluate.py --checkpoint``."""
     for name, value in (("tasks", tasks), ("episodes", episodes), ("worlds", worlds)):
         if value < 1:
             raise ValueError(f"{name}={value!r} is not allowed: expected a positive integer")
-    cfg, learner, normalizer = load_run(run)
+    cfg, learner, normalizer = load_run(run, checkpoint)
     if not isinstance(learner, RL2):
         raise ValueError(f"run={run!r} trained algo={cfg.algo!r}: expected an rl2 run (only its memory carries)")
     family = make_family(cfg.family)
@@ -55,12 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=10, help="episodes per trial (default 10)")
     p.add_argument("--worlds", type=int, default=4, help="worlds per task, each running its own trial (default 4)")
     p.add_argument("--seed", type=int, default=7, help="seed of the task draw, resets and action noise (default 7)")
+    p.add_argument("--checkpoint", default="latest", help="latest (default), best or iter_NNNNN")
     a = p.parse_args(argv)
     try:
-        curves = per_episode(a.run, a.split, a.tasks, a.episodes, a.worlds, a.seed)
+        curves = per_episode(a.run, a.split, a.tasks, a.episodes, a.worlds, a.seed, a.checkpoint)
     except ValueError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
-    print(f"per episode of a trial, {a.tasks} {a.split} tasks × {a.worlds} worlds (seed {a.seed})")
+    print(f"per episode of a trial, {a.tasks} {a.split} tasks × {a.worlds} worlds (seed {a.seed}, {a.checkpoint})")
     print("episode                  " + " ".join(f"{i:>6d}" for i in range(1, a.episodes + 1)))
     for name, curve in curves.items():
         print(f"success, memory {name:<8} " + " ".join(f"{v:6.0%}" for v in curve["success"]))
