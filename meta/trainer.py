@@ -94,7 +94,8 @@ def _mean(parts: list[dict[str, torch.Tensor]], key: str) -> float:
 def _name(cfg: TrainConfig) -> str:
     """What trains, as its progress bar names it: ``door/maml``; the oracle baseline (multitask PPO that sees the
     task) as ``door/oracle``, not as the multitask baseline it otherwise is."""
-    return f"{cfg.family}/{'oracle' if cfg.task_in_obs else cfg.algo}"
+    oracle = cfg.task_in_obs and cfg.algo == "multitask"  # a meta-learner that sees the task keeps its own name
+    return f"{cfg.family}/{'oracle' if oracle else cfg.algo}"
 
 
 def _announce(cfg: TrainConfig, folder: RunFolder, start: int) -> str:
