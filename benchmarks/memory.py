@@ -15,8 +15,8 @@ import argparse
 import torch
 
 from agents.recurrent import collect_trial
-from envs.registry import make_family
 from envs.vec_env import TaskVecEnv
+from meta.config import family_of
 from meta.rl2 import RL2
 from meta.runs import load_run
 
@@ -34,7 +34,7 @@ def per_episode(
     cfg, learner, normalizer = load_run(run, checkpoint)
     if not isinstance(learner, RL2):
         raise ValueError(f"run={run!r} trained algo={cfg.algo!r}: expected an rl2 run (only its memory carries)")
-    family = make_family(cfg.family)
+    family = family_of(cfg)
     env = TaskVecEnv(family, family.sample(seed, tasks, split), worlds, seed=seed)
 
     def trial(n: int, reset_seed: int) -> dict[str, torch.Tensor]:
