@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 from pathlib import Path
 
@@ -74,9 +75,12 @@ def plot(summaries: dict[str, list[dict]], title: str, path) -> None:
         ax.set_xticks(ks)
         ax.grid(alpha=0.3)
     axes[1].set_ylim(-0.05, 1.05)
-    axes[0].legend()
+    # One legend for both panels, below them: inside a panel it covered curves once a family had seven methods.
+    handles, labels = axes[0].get_legend_handles_labels()
+    rows = math.ceil(len(labels) / 4)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
