@@ -121,6 +121,17 @@ def entropy(log_std: torch.Tensor) -> torch.Tensor:
     return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
 
 
+def bound_excursion(mean: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The squared excursion of the action mean more than 2σ past the env's action bounds ±1, summed over actions:
+    ``mean [..., A]``, ``sigma`` broadcastable to it → ``[...]``.
+
+    The env clips actions to ±1: once the mean is more than a few σ past a bound, every sampled action is clipped
+    alike and the policy can no longer find out that less would be better. Penalized beyond 1 + 2σ, about 2 % of
+    samples stay inside; a saturated action (a firm grip) stays reachable. ``sigma`` is taken as given (detach it):
+    the loss moves the mean back, not the noise up."""
+    return (mean.abs() - 1 - 2 * sigma).clamp(min=0).square().sum(-1)
+
+
 def hidden_of(params: Params) -> tuple[int, ...]:
     """Hidden widths of the ``pi`` network in ``params`` (its Linear layers are ``pi.0``, ``pi.2``, …)."""
     n = sum(1 for k in params if k.startswith("pi.") and k.endswith(".weight"))

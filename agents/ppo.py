@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.policy import ActorCritic, Params, entropy, evaluate, log_prob
+from agents.policy import ActorCritic, Params, bound_excursion, entropy, evaluate, log_prob
 from agents.rollout import Rollout
 
 
@@ -57,11 +57,8 @@ def ppo_loss(
     ret = returns.transpose(0, 1)
     value_loss = (value - ret).square().mean(dim=(1, 2)) / ret.var(dim=(1, 2)).clamp(min=1e-2)
     ent = entropy(log_std)
-    # The env clips actions to ±1: once the mean is more than a few σ past a bound, every sampled action is clipped
-    # alike and the policy can no longer find out that less would be better. Penalized beyond 1 + 2σ, about 2 % of
-    # samples stay inside; a saturated action (a firm grip) stays reachable.
     sigma = log_std.detach().exp()[:, None, None, :]  # [n, 1, 1, A] against the mean's [n, T, E, A]
-    bound_loss = (mean.abs() - 1 - 2 * sigma).clamp(min=0).square().sum(-1).mean(dim=(1, 2))
+    bound_loss = bound_excursion(mean, sigma).mean(dim=(1, 2))
     loss = policy_loss + w.vf_coef * value_loss - w.ent_coef * ent + w.bound_coef * bound_loss
     with torch.no_grad():
         terms = {

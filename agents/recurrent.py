@@ -23,7 +23,7 @@ from torch.func import functional_call
 
 from agents.inner_loop import EpisodePolicy
 from agents.normalizer import ObsNormalizer
-from agents.policy import Params, entropy, mlp, orthogonal
+from agents.policy import Params, bound_excursion, entropy, mlp, orthogonal
 from agents.ppo import LossWeights
 from envs.noise import action_noise
 from envs.vec_env import TaskVecEnv
@@ -243,8 +243,7 @@ def recurrent_ppo_loss(
     policy_loss = -(surrogate * valid).sum() / count
     value_loss = ((value - returns).square() * valid).sum() / count
     ent = entropy(log_std[None])[0]
-    sigma = log_std.detach().exp()
-    bound_loss = ((mean.abs() - 1 - 2 * sigma).clamp(min=0).square().sum(-1) * valid).sum() / count
+    bound_loss = (bound_excursion(mean, log_std.detach().exp()) * valid).sum() / count
     loss = policy_loss + w.vf_coef * value_loss - w.ent_coef * ent + w.bound_coef * bound_loss
     with torch.no_grad():
         terms = {

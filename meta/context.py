@@ -34,7 +34,7 @@ from agents.context import (
 from agents.gae import gae
 from agents.inner_loop import Adaptation
 from agents.normalizer import ObsNormalizer
-from agents.policy import Params, entropy
+from agents.policy import Params, bound_excursion, entropy
 from envs.family import Family
 from meta.config import loss_weights
 from meta.in_context import InContextLearner
@@ -61,8 +61,9 @@ class ContextLearner(InContextLearner):
     def loss(
         self, rollout: ContextRollout, advantages: torch.Tensor, returns: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """PPO on the policy and value with ``z`` re-inferred from the evidence, the KL to the prior and the
-        task-inference loss, for the tasks of ``rollout`` ``[T, n, E, ...]``."""
+        """PPO on the policy and value with ``z`` re-inferred from the evidence (with the entropy bonus and the bound
+        loss of :func:`meta.config.loss_weights`, as every learner's), the KL to the prior and the task-inference
+        loss, for the tasks of ``rollout`` ``[T, n, E, ...]``."""
         c, w, theta, z_dim = self.cfg, loss_weights(self.cfg), self.theta, self.module.latent
         precision, weighted = factors(self.module, theta, rollout.transitions)  # [T, n, E, Z]
         start = rollout.start[0, :, 0]  # [n, 2Z]
@@ -80,11 +81,13 @@ class ContextLearner(InContextLearner):
         policy_loss = -torch.min(ratio * adv, ratio.clamp(1 - w.clip, 1 + w.clip) * adv).mean()
         value_loss = (value - returns).square().mean()
         ent = entropy(log_std[None])[0]
+        bound_loss = bound_excursion(action_mean, log_std.detach().exp()).mean()
         final_mean, final_std = posterior(before_p[-1] + precision[-1].sum(1), before_w[-1] + weighted[-1].sum(1))
         kl = kl_to_prior(final_mean, final_std).mean()
         predicted = functional_call(self.module.task_head, submodule_params(theta, "task_head"), (mean,))
         task_loss = (predicted - rollout.task[0, :, 0][None]).square().mean()
-        loss = policy_loss + w.vf_coef * value_loss - w.ent_coef * ent + c.kl_coef * kl + c.task_loss_coef * task_loss
+        loss = policy_loss + w.vf_coef * value_loss - w.ent_coef * ent + w.bound_coef * bound_loss
+        loss = loss + c.kl_coef * kl + c.task_loss_coef * task_loss
         with torch.no_grad():
             terms = {
                 "policy_loss": policy_loss,
