@@ -50,7 +50,7 @@ def scratch_method(cfg: TrainConfig, family: Family, seed: int) -> AdaptedMethod
     return AdaptedMethod("scratch", adaptation, params, normalizer)
 
 
-BASELINE_SETTINGS = ("log_std_init", "outer_lr", "ent_coef", "bound_coef", "clip", "max_grad_norm")
+BASELINE_SETTINGS = ("log_std_init", "outer_lr", "epochs", "ent_coef", "bound_coef", "clip", "max_grad_norm")
 """What a trained baseline may set apart from its run (``settings``): its PPO's own settings, which change neither
 its env-step budget nor how it is adapted. PPO may walk best with other settings than a meta-learner adapts with
 (terrain: a quieter initial policy), and each method is compared at its best."""

@@ -40,7 +40,7 @@ class EvaluateOptions:
     that did best in the support episodes)"""
     baseline_settings: tuple[str, ...] = field(default=(), metadata={"metavar": "KEY=NUMBER"})
     """settings of the trained baselines' PPO (multitask, oracle, search's oracle) over the run's, each one of
-    log_std_init, outer_lr, ent_coef, bound_coef, clip, max_grad_norm; e.g. log_std_init=-1"""
+    log_std_init, outer_lr, epochs, ent_coef, bound_coef, clip, max_grad_norm; e.g. log_std_init=-1"""
     checkpoint: str = field(default="latest", metadata={"metavar": "NAME"})
     """which checkpoint of the run to evaluate: latest, best (by the return after adapting while training) or
     iter_NNNNN (kept every checkpoint_every iterations); each writes to its own folder"""
@@ -78,15 +78,18 @@ def _given(cls: type, args: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k in names}
 
 
-def parse_settings(items: tuple[str, ...]) -> dict[str, float]:
-    """``KEY=NUMBER`` strings as a mapping (every :data:`evaluation.baselines.BASELINE_SETTINGS` is a number)."""
+def parse_settings(items: tuple[str, ...]) -> dict[str, float | int]:
+    """``KEY=NUMBER`` strings as a mapping (every :data:`evaluation.baselines.BASELINE_SETTINGS` is a number); a whole
+    number for an integer setting (``epochs=1``) is an int, as TrainConfig's check of it expects."""
+    integers = {f.name for f in dataclasses.fields(TrainConfig) if f.type == "int"}
     settings = {}
     for item in items:
         key, _, value = item.partition("=")
         try:
-            settings[key] = float(value)
+            number = float(value)
         except ValueError:
             raise ValueError(f"--baseline-settings {item!r} is not allowed: expected KEY=NUMBER") from None
+        settings[key] = int(number) if key in integers and number.is_integer() else number
     return settings
 
 

@@ -110,7 +110,7 @@ class TrainConfig:
     bptt: int = 0
     """rl2: steps of backpropagation through the memory (truncated BPTT, chunks of the trial); 0: the whole trial"""
     epochs: int = 4
-    """rl2, context: PPO passes over each iteration's trials"""
+    """rl2, context, multitask: PPO passes over each iteration's data (multitask: one full-batch step each)"""
     minibatches: int = 4
     """rl2, context: minibatches (of whole tasks) per pass"""
     latent: int = 8

@@ -80,10 +80,8 @@ class MetaSGD(MAML):
 class MultiTask(MAML):
     """Not meta-learning: the baseline a user would pick instead. One policy trained with plain PPO on the rollouts
     of all train tasks (both of each iteration's rollouts are on-policy data for θ), with the same Adam and
-    clipping. Adaptation happens only at evaluation, with the same inner loop as the meta-learners."""
-
-    epochs = 4
-    """PPO gradient steps per iteration on the iteration's data."""
+    clipping, in ``cfg.epochs`` full-batch PPO steps per iteration. Adaptation happens only at evaluation, with the
+    same inner loop as the meta-learners."""
 
     def adapt(self, support: Rollout) -> tuple[Params, dict[str, torch.Tensor]]:
         return {k: v.detach() for k, v in stack(self.theta, support.rewards.shape[1]).items()}, {}
@@ -93,7 +91,7 @@ class MultiTask(MAML):
 
     def apply(self, total: Contribution, n_tasks: int) -> dict[str, float]:
         batches = [(batch, *self.inner.advantages(batch)) for batch in total.rollouts]
-        for _ in range(self.epochs):
+        for _ in range(self.cfg.epochs):
             theta = stack(self.theta, n_tasks)
             loss = sum(ppo_loss(self.module, theta, b, a, r, self.inner.loss)[0].mean() for b, a, r in batches)
             self.optimizer.zero_grad()

@@ -32,7 +32,7 @@ from evaluation.baselines import (
     scratch_method,
     search_method,
 )
-from evaluation.command import parser, title
+from evaluation.command import parse_settings, parser, title
 from evaluation.outputs import header, table
 from evaluation.protocol import AdaptedMethod, EvalConfig, adaptation_curve, evaluate_methods
 from meta.config import TrainConfig
@@ -207,6 +207,9 @@ def test_a_trained_baseline_takes_its_own_ppo_settings_over_the_runs_but_not_its
     for key in ("iterations", "envs_per_task", "inner_lr", "hidden"):
         with pytest.raises(ValueError, match=f"^baseline setting '{key}' is not allowed: expected one of log_std_init"):
             baseline_config(cfg, "multitask", 7, {key: 1})
+    # a whole number is an integer setting's int, as the command line gives it
+    epochs = baseline_config(cfg, "multitask", 7, parse_settings(("epochs=1",))).epochs
+    assert (epochs, type(epochs)) == (1, int)
     with pytest.raises(ValueError, match=r"^log_std_init=9.0 is not allowed: expected a number in \[-5, 2\]$"):
         baseline_config(cfg, "multitask", 7, {"log_std_init": 9.0})
     # a baseline cached without the settings is not taken for one with them
@@ -258,6 +261,7 @@ def test_the_same_seed_gives_the_same_eval_json(run, tmp_path):
         (["--steps", "-1"], "steps=-1 is not allowed"),
         (["--out", "/proc/no-such-place/eval"], "is not writable"),
         (["--baseline-settings", "iterations=5"], "baseline setting 'iterations' is not allowed"),
+        (["--baseline-settings", "epochs=1.5"], "epochs=1.5 is not allowed: expected a positive integer"),
         (
             ["--baseline-settings", "log_std_init"],
             "--baseline-settings 'log_std_init' is not allowed: expected KEY=NUMBER",

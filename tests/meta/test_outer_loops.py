@@ -1,6 +1,6 @@
 """The outer loops on a tiny problem: MAML's meta-gradient is the true derivative of the post-adaptation loss
 (finite differences agree) and differs from FOMAML's; Meta-SGD's step sizes learn; Reptile moves θ toward the
-adapted parameters."""
+adapted parameters; multitask PPO takes ``epochs`` full-batch steps."""
 
 from __future__ import annotations
 
@@ -121,6 +121,18 @@ def test_reptile_moves_theta_toward_the_adapted_parameters():
     for k in theta0:
         torch.testing.assert_close(loop.theta[k].detach(), theta0[k] + 0.25 * (target[k] - theta0[k]))
     assert sum((target[k] - theta0[k]).abs().sum() for k in theta0) > 0
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_multitask_takes_one_full_batch_adam_step_per_epoch_and_leaves_theta_unadapted(epochs: int):
+    _, module, loop, support = setup("multitask", epochs=epochs)
+    query = rollout(module, stack(loop.theta, N), seed=2)
+    theta0 = {k: v.detach().clone() for k, v in loop.theta.items()}
+    phi, _ = loop.adapt(support)
+    assert all(torch.equal(phi[k][i], theta0[k]) for k in theta0 for i in range(N))
+    loop.update(phi, support, query)
+    assert {int(s["step"]) for s in loop.optimizer.state.values()} == {epochs}
+    assert any(not torch.equal(loop.theta[k].detach(), theta0[k]) for k in theta0)
 
 
 def test_maml_outer_step_lowers_the_post_adaptation_loss():
