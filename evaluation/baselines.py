@@ -28,7 +28,7 @@ from envs.sim import SimSettings
 from envs.task_env import TaskEnv
 from envs.vec_env import TaskVecEnv
 from evaluation.protocol import METRICS, AdaptedMethod, EvalConfig, Method
-from meta.config import TrainConfig, family_of, inner_loop, steps_per_iteration
+from meta.config import TrainConfig, family_of, gradient_critic, inner_loop, steps_per_iteration
 from meta.outer_loop import OuterLoop
 from meta.runs import RunFolder, check_config, load_run
 from meta.trainer import train
@@ -63,7 +63,8 @@ def baseline_config(
     run's settings, ``settings`` (keys of :data:`BASELINE_SETTINGS`) over them, for the env steps of ``iterations``
     of the run's iterations (as many iterations for a gradient learner's run; an in-context learner's trials take
     ``trial_episodes`` episodes per world where multitask takes two); the oracle also reads the task's parameters.
-    A context (CAVIA) is dropped: multitask PPO adapts every parameter. A setting outside :data:`BASELINE_SETTINGS`
+    A context (CAVIA) is dropped: multitask PPO adapts every parameter; an in-context learner's critic is its own
+    (:func:`meta.config.gradient_critic`). A setting outside :data:`BASELINE_SETTINGS`
     or a bad value is refused (one-line ``ValueError``)."""
     settings = settings or {}
     for key in settings:
@@ -73,7 +74,9 @@ def baseline_config(
                 "(a baseline's budget and adaptation are its run's)"
             )
     oracle = {"task_in_obs": True} if trained == "oracle" else {}
-    cfg = dataclasses.replace(run_cfg, algo="multitask", context_dim=0, **oracle, **settings)
+    cfg = dataclasses.replace(
+        run_cfg, algo="multitask", context_dim=0, critic=gradient_critic(run_cfg), **oracle, **settings
+    )
     budget = iterations * steps_per_iteration(run_cfg) / steps_per_iteration(cfg)
     return dataclasses.replace(cfg, iterations=max(1, round(budget)))
 

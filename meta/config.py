@@ -11,6 +11,7 @@ Precedence: field defaults < ``--config FILE.yaml`` < flags given on the command
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -35,9 +36,10 @@ IN_CONTEXT = ("rl2", "context")
 DISTRIBUTED = ("none", "ray")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrainConfig:
-    """Everything that defines a meta-training run; a run folder's ``config.yaml`` holds one."""
+    """Everything that defines a meta-training run; a run folder's ``config.yaml`` holds one. Two configs are equal
+    when they define the same run (as :func:`to_dict` writes them: an unset critic equals its algo's default)."""
 
     family: str = "door"
     """task family: grasp, terrain, door, point or cheetah"""
@@ -99,9 +101,10 @@ class TrainConfig:
     tasks that need precise actions"""
     max_grad_norm: float = 1.0
     """outer gradient clip (global norm)"""
-    critic: str = "linear"
+    critic: str | None = None
     """advantage baseline: linear (a least-squares fit to each task's own returns, refitted on every rollout, as in
-    the MAML paper's code) or value (the policy's value head, meta-learned and adapted with it)"""
+    the MAML paper's code) or value (the policy's value head, meta-learned and adapted with it); default: linear for
+    the gradient learners and multitask, value for rl2 and context"""
     memory: int = 128
     """rl2: units of the GRU memory"""
     trial_episodes: int = 4
@@ -130,6 +133,18 @@ class TrainConfig:
     out: str | None = field(default=None, metadata={"metavar": "RUN_DIR"})
     """run folder (default: runs/<family>-<algo>-seed<seed>-<timestamp>)"""
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrainConfig) and to_dict(self) == to_dict(other)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(to_dict(self)))
+
+    @property
+    def resolved_critic(self) -> str:
+        """The advantage baseline this run trains with: ``critic``, or the algo's default (:func:`default_critic`).
+        Left unset, ``critic`` follows the algo through ``dataclasses.replace``; a saved config records it resolved."""
+        return self.critic or default_critic(self.algo)
+
     @property
     def sim(self) -> SimSettings:
         """The engine this run's worlds step in (its backend and device)."""
@@ -143,7 +158,7 @@ class TrainConfig:
             ("critic", CRITICS),
         ):
             value = getattr(self, name)
-            if value not in allowed:
+            if value not in allowed and not (name == "critic" and value is None):
                 raise ValueError(f"{name}={value!r} is not allowed: expected one of {', '.join(allowed)}")
         SimSettings(self.backend, self.device)  # the engine's own rule for a backend and device that go together
 
@@ -221,6 +236,13 @@ class TrainConfig:
             raise ValueError(f"out={self.out!r} is not allowed: expected a folder path or nothing")
 
 
+def default_critic(algo: str) -> str:
+    """The advantage baseline ``algo`` trains with unless told: the linear fit for gradient learners and multitask,
+    whose inner steps need each task's own baseline; the value head for rl2 and context, whose value reads what the
+    policy knows of the task (its memory or posterior) where a fit to the observation cannot."""
+    return "value" if algo in IN_CONTEXT else "linear"
+
+
 def _is_int(x: object) -> bool:
     # bool is an int subclass, but `meta_batch: true` in a YAML file is a mistake, not 1.
     return isinstance(x, int) and not isinstance(x, bool)
@@ -255,14 +277,21 @@ def inner_loop(cfg: TrainConfig, module: ActorCritic, second_order: bool = False
     ``cfg.context_lr``. A network without a context (the baselines) adapts every parameter with ``inner_lr``."""
     names = [name for name, _ in module.named_parameters()]
     rates = {"context": cfg.context_lr} if "context" in names else dict.fromkeys(names, cfg.inner_lr)
-    return InnerLoop(
-        module, loss_weights(cfg), cfg.critic, cfg.gamma, cfg.gae_lambda, cfg.inner_steps, rates, second_order
-    )
+    critic = gradient_critic(cfg)
+    return InnerLoop(module, loss_weights(cfg), critic, cfg.gamma, cfg.gae_lambda, cfg.inner_steps, rates, second_order)
+
+
+def gradient_critic(cfg: TrainConfig) -> str:
+    """The critic of gradient steps taken for ``cfg``'s run: its own, but an in-context learner's critic baselines its
+    PPO over trials, so the gradient steps of its baselines (scratch's inner loop, multitask's PPO) take the gradient
+    learners' default."""
+    return default_critic("multitask") if cfg.algo in IN_CONTEXT else cfg.resolved_critic
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """``cfg`` as plain JSON/YAML values (tuples become lists), in field order."""
-    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    """``cfg`` as plain JSON/YAML values (tuples become lists), in field order; the critic resolved, so that a saved
+    run records what it trained with."""
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)} | {"critic": cfg.resolved_critic}
 
 
 def _plain(value: Any) -> Any:

@@ -53,10 +53,12 @@ class ContextLearner(InContextLearner):
         return ContextAdaptation(self.module)
 
     def advantages(self, rollout: ContextRollout) -> tuple[torch.Tensor, torch.Tensor]:
-        """GAE within each episode (``z`` is the episode's; it bootstraps a cut-off one)."""
+        """GAE within each episode (``z`` is the episode's; it bootstraps a cut-off one), baselined by ``critic``."""
         c, everywhere = self.cfg, torch.ones_like(rollout.rewards, dtype=torch.bool)
         rewards = self.scaled(rollout.rewards, everywhere)
-        return gae(rewards, rollout.values, rollout.next_values, rollout.episode_ends, c.gamma, c.gae_lambda)
+        ends = rollout.episode_ends
+        values, following = self.baseline(rollout.obs, rewards, ends, rollout.values, rollout.next_values)
+        return gae(rewards, values, following, ends, c.gamma, c.gae_lambda)
 
     def loss(
         self, rollout: ContextRollout, advantages: torch.Tensor, returns: torch.Tensor

@@ -6,7 +6,8 @@ with what the learner's adaptation knows of the task so far (:meth:`agents.inner
 start); ``rollout/pre_*`` is the trials' first episode, ``rollout/post_*`` their last. θ then takes ``epochs`` PPO
 passes over the trials in ``minibatches`` minibatches of whole tasks. Rewards are scaled by a running estimate of the
 standard deviation of the discounted return (as SB3's ``VecNormalize`` does), so one value-loss weight suits every
-family's reward scale.
+family's reward scale. Advantages are baselined by the value head (the default: it reads the memory or the
+posterior) or by each task's linear fit (``critic`` linear: no value estimate that lags the policy biases them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import abc
 import torch
 
 from agents.gae import discounted_returns
+from agents.linear_baseline import linear_values
 from agents.normalizer import ObsNormalizer, moments
 from agents.policy import Params
 from envs.vec_env import TaskVecEnv
@@ -72,6 +74,21 @@ class InContextLearner(OuterLoop):
         rollout's returns (where ``valid``) into its statistics."""
         self.returns.merge(*moments(discounted_returns(rewards, valid, self.cfg.gamma)[valid][:, None]))
         return rewards / self.reward_scale()
+
+    def baseline(
+        self,
+        obs: torch.Tensor,
+        rewards: torch.Tensor,
+        ends: torch.Tensor,
+        values: torch.Tensor,
+        following: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The values ``[T, n, E]`` and next-step values GAE baselines a rollout's (scaled) ``rewards`` with: the value
+        head's as collected (``critic`` value), or each task's least-squares fit to its own returns within the
+        episodes ``ends`` closes (``critic`` linear, :func:`agents.linear_baseline.linear_values` of ``obs``)."""
+        if self.cfg.resolved_critic == "linear":
+            return linear_values(obs, rewards, ends, self.cfg.gamma)
+        return values, following
 
     def reward_scale(self) -> float:
         return float(self.returns.var.sqrt().clamp(min=1e-4))

@@ -33,10 +33,12 @@ class RL2(InContextLearner):
         return MemoryAdaptation(self.module)
 
     def advantages(self, trial: Trial) -> tuple[torch.Tensor, torch.Tensor]:
-        """GAE over each world's whole trial: the next step's value across episode boundaries, 0 after the trial."""
+        """GAE over each world's whole trial: the next step's value across episode boundaries, 0 after the trial;
+        baselined by ``critic`` (a linear fit reads the step within the trial as its time)."""
         rewards = self.scaled(trial.rewards, trial.valid)
-        following = torch.cat([trial.values[1:], torch.zeros_like(trial.values[:1])])
-        return gae(rewards, trial.values, following * ~trial.ends, trial.ends, self.cfg.gamma, self.cfg.gae_lambda)
+        following = torch.cat([trial.values[1:], torch.zeros_like(trial.values[:1])]) * ~trial.ends
+        values, following = self.baseline(trial.obs, rewards, trial.ends, trial.values, following)
+        return gae(rewards, values, following, trial.ends, self.cfg.gamma, self.cfg.gae_lambda)
 
     def loss(self, trial: Trial, advantages: torch.Tensor, returns: torch.Tensor) -> tuple[torch.Tensor, dict]:
         worlds = Trial(*(v.flatten(1, 2) if torch.is_tensor(v) else v for v in trial))  # [T, n·E, …]

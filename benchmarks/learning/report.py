@@ -844,8 +844,9 @@ def display_path(path: Path) -> str:
 
 
 def _train_flags(cfg: TrainConfig) -> str:
-    """``train.py`` flags giving ``cfg`` except its seed and out: family, algo and every non-default option."""
-    default = to_dict(TrainConfig())
+    """``train.py`` flags giving ``cfg`` except its seed and out: family, algo and every option not at its algo's
+    default."""
+    default = to_dict(TrainConfig(algo=cfg.algo))
     flags = []
     for key, value in to_dict(cfg).items():
         if key in ("seed", "out") or (value == default[key] and key not in ("family", "algo")):

@@ -204,6 +204,11 @@ def test_a_trained_baseline_takes_its_own_ppo_settings_over_the_runs_but_not_its
         cfg, algo="multitask", context_dim=0, iterations=7, task_in_obs=True, log_std_init=-1.0, outer_lr=0.01
     )
     assert baseline_config(cfg, "multitask", 7).task_in_obs is False
+    # an in-context learner's critic is its PPO's over trials: its baselines' gradient steps take the linear fit
+    in_context = TrainConfig(family="point", algo="rl2")
+    assert in_context.resolved_critic == "value"
+    assert baseline_config(in_context, "multitask", 7).resolved_critic == "linear"
+    assert scratch_method(in_context, make_family("point"), 0).adaptation.critic == "linear"
     for key in ("iterations", "envs_per_task", "inner_lr", "hidden"):
         with pytest.raises(ValueError, match=f"^baseline setting '{key}' is not allowed: expected one of log_std_init"):
             baseline_config(cfg, "multitask", 7, {key: 1})

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from meta.config import Resume, TrainConfig, from_dict, load_yaml, parse_args, save_yaml, to_dict
+from meta.config import ALGOS, Resume, TrainConfig, from_dict, load_yaml, parse_args, save_yaml, to_dict
 from meta.flags import field_docs
 
 
@@ -277,3 +277,17 @@ def test_help_says_what_the_progress_bar_shows(capsys, monkeypatch) -> None:
     assert "mean return and success before adapting (θ's own episodes; rl2, context: each trial's first episode)" in out
     assert "rollout/pre_* and rollout/post_*" in out and "env steps simulated per second" in out
     assert "Ctrl-C stops a run at its last complete iteration" in out
+
+
+def test_the_critic_defaults_to_the_linear_fit_for_gradient_learners_and_to_the_value_head_for_in_context_ones():
+    assert {algo: TrainConfig(algo=algo).resolved_critic for algo in ALGOS} == {
+        **dict.fromkeys(("maml", "fomaml", "metasgd", "reptile", "multitask"), "linear"),
+        "rl2": "value",
+        "context": "value",
+    }
+    assert dataclasses.replace(TrainConfig(), algo="rl2").resolved_critic == "value"  # unset, it follows the algo
+    assert to_dict(TrainConfig(algo="rl2"))["critic"] == "value"  # a saved run records what it trained with
+    unset = TrainConfig(algo="rl2")
+    assert unset == TrainConfig(algo="rl2", critic="value") != TrainConfig(algo="rl2", critic="linear")
+    told = TrainConfig(algo="context", critic="linear")
+    assert from_dict(to_dict(told), "test").resolved_critic == "linear"

@@ -64,7 +64,7 @@ def test_in_context_learners_with_default_settings_adapt_to_held_out_point_tasks
     """``python train.py --family point --algo rl2|context`` with every learning setting at its default, trained for
     a few iterations: after one round of support episodes, the trained learner's return on 20 held-out tasks lies
     above what the untrained network reaches from the same support episodes (paired, bootstrap CI)."""
-    cfg = dataclasses.replace(TrainConfig(), family="point", algo=algo, iterations=IN_CONTEXT_ITERATIONS[algo])
+    cfg = TrainConfig(family="point", algo=algo, iterations=IN_CONTEXT_ITERATIONS[algo])
     cfg, learner, normalizer = load_run(train(dataclasses.replace(cfg, out=str(tmp_path / "run"))))
     family = make_family("point")
     tasks = family.sample(123, 20, "test")

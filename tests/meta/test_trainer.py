@@ -235,7 +235,7 @@ def test_a_run_saved_before_the_critic_existed_loads_with_the_value_critic_it_wa
     del saved["critic"]
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     cfg, _ = read_checkpoint(run, "latest")
-    assert cfg.critic == "value" and TrainConfig().critic == "linear"
+    assert cfg.critic == "value" and TrainConfig().resolved_critic == "linear"
 
 
 def theta(run: Path) -> dict[str, torch.Tensor]:
