@@ -119,6 +119,13 @@ class Trial(NamedTuple):
     ``episode_success``, ``episode_length`` of the trial's ``i``-th episode (means over worlds, ``[n, N]``)."""
 
 
+def episode_ends(trial: Trial) -> torch.Tensor:
+    """Bool ``[T, n, E]``: the step ends one of the trial's episodes (the next step's episode-start flag, the last
+    of the memory's inputs, or the trial's end)."""
+    starts = trial.raw_obs[..., -1] > 0.5
+    return torch.cat([starts[1:], torch.ones_like(starts[:1])]) | trial.ends
+
+
 @torch.no_grad()
 def collect_trial(
     env: TaskVecEnv,

@@ -112,6 +112,9 @@ class TrainConfig:
     posterior (context) carrying across them"""
     bptt: int = 0
     """rl2: steps of backpropagation through the memory (truncated BPTT, chunks of the trial); 0: the whole trial"""
+    gae_across_episodes: bool = True
+    """rl2: advantages run across the episodes of a trial (RL²'s design: what an early episode finds out is credited
+    with what later ones earn); off, they stop at each episode's end, as the context learner's do"""
     epochs: int = 4
     """rl2, context, multitask: PPO passes over each iteration's data (multitask: one full-batch step each)"""
     minibatches: int = 4
@@ -229,7 +232,7 @@ class TrainConfig:
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
             raise ValueError(f"ray_address={self.ray_address!r} is not allowed: expected an address or nothing")
 
-        for name in ("normalize_obs", "task_in_obs"):
+        for name in ("normalize_obs", "task_in_obs", "gae_across_episodes"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed: expected true or false")
         if self.out is not None and (not isinstance(self.out, str) or not self.out):

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from agents.recurrent import episode_ends
 from envs.vec_env import TaskVecEnv
 from meta.algorithms import build
 from meta.config import TrainConfig, family_of
@@ -61,3 +62,24 @@ def test_an_in_context_learner_baselines_by_its_value_head_unless_told_the_linea
     by_fit = advantages(rollout)
     torch.testing.assert_close(advantages(scrambled), by_fit)  # each task's own fit: the value head plays no part
     assert not torch.allclose(by_fit[0], by_value_head[0])
+
+
+def test_rl2_without_gae_across_episodes_stops_each_episodes_advantages_at_its_end():
+    cfg = TrainConfig(
+        family="point", algo="rl2", meta_batch=2, envs_per_task=2, trial_episodes=2, hidden=(16,), memory=16
+    )
+    learner, normalizer = build(cfg)
+    family = family_of(cfg)
+    env = TaskVecEnv(family, family.sample(0, 2), 2)
+    (trial,) = learner.gather(env, normalizer, torch.Generator().manual_seed(0), (1, 2)).contribution.rollouts
+    ends = episode_ends(trial)
+    first_episode_end = ends & ~trial.ends
+    assert first_episode_end.any()  # every world's first episode ends inside its trial
+    statistics = learner.returns.state_dict()
+    for across in (True, False):
+        learner.cfg = dataclasses.replace(cfg, gae_across_episodes=across)
+        learner.returns.load_state_dict(statistics)
+        advantages, _ = learner.advantages(trial)
+        own = trial.rewards / learner.reward_scale() - trial.values  # δ with nothing after the episode
+        stops = torch.isclose(advantages, own, atol=1e-5)[first_episode_end]
+        assert stops.all() if not across else not stops.any()
