@@ -17,7 +17,11 @@ RIDGE = 1e-5
 
 
 def linear_values(
-    obs: torch.Tensor, rewards: torch.Tensor, episode_ends: torch.Tensor, gamma: float
+    obs: torch.Tensor,
+    rewards: torch.Tensor,
+    episode_ends: torch.Tensor,
+    gamma: float,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each task's least-squares fit of discounted returns-to-go on ``[o, o², t, t², t³, 1]`` (``o`` the observation
     clipped to ±10, ``t`` the step within the episode / 100), over all of its steps and episodes.
@@ -25,6 +29,8 @@ def linear_values(
     :param obs: observations the policy saw, ``[T, n_tasks, envs_per_task, obs_dim]``.
     :param rewards: ``[T, n, E]``.
     :param episode_ends: bool ``[T, n, E]``; every rollout starts with fresh episodes.
+    :param valid: bool ``[T, n, E]``, the steps to fit on (all when ``None``): a recurrent trial's world waits, not
+        acting, after its episodes ended early, and those steps' returns say nothing of the policy's.
     :return: ``values [T, n, E]`` and ``next_values [T, n, E]`` as :func:`agents.gae.gae` takes them: the next step's
         fitted value, 0 where an episode ended (the time features make the end of the horizon predictable, as in the
         MAML paper), and at the rollout's last step of an unfinished episode its own value.
@@ -41,10 +47,11 @@ def linear_values(
     features = torch.cat([o, o.square(), time, time**2, time**3, torch.ones_like(time)], dim=-1)
     x = features.transpose(0, 1).reshape(n, steps * envs, -1).double()  # [n, T·E, F]
     y = returns.transpose(0, 1).reshape(n, steps * envs, 1).double()
-    gram = x.transpose(1, 2) @ x
+    fit = x if valid is None else x * valid.transpose(0, 1).reshape(n, steps * envs, 1)  # 0 rows drop out of the fit
+    gram = fit.transpose(1, 2) @ fit
     scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-8)[:, None, None]
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    weights = torch.linalg.solve(gram + RIDGE * scale * eye, x.transpose(1, 2) @ y)
+    weights = torch.linalg.solve(gram + RIDGE * scale * eye, fit.transpose(1, 2) @ y)
     values = (x @ weights).reshape(n, steps, envs).transpose(0, 1).to(rewards.dtype)
     following = torch.cat([values[1:], values[-1:]])
     return values, following * carry

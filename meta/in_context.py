@@ -82,12 +82,14 @@ class InContextLearner(OuterLoop):
         ends: torch.Tensor,
         values: torch.Tensor,
         following: torch.Tensor,
+        valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The values ``[T, n, E]`` and next-step values GAE baselines a rollout's (scaled) ``rewards`` with: the value
         head's as collected (``critic`` value), or each task's least-squares fit to its own returns within the
-        episodes ``ends`` closes (``critic`` linear, :func:`agents.linear_baseline.linear_values` of ``obs``)."""
+        episodes ``ends`` closes, over its ``valid`` steps (``critic`` linear,
+        :func:`agents.linear_baseline.linear_values` of ``obs``)."""
         if self.cfg.resolved_critic == "linear":
-            return linear_values(obs, rewards, ends, self.cfg.gamma)
+            return linear_values(obs, rewards, ends, self.cfg.gamma, valid)
         return values, following
 
     def reward_scale(self) -> float:

@@ -47,7 +47,7 @@ class RL2(InContextLearner):
         rewards = self.scaled(trial.rewards, trial.valid)
         ends = trial.ends if self.cfg.gae_across_episodes else episode_ends(trial)
         following = torch.cat([trial.values[1:], torch.zeros_like(trial.values[:1])]) * ~ends
-        values, following = self.baseline(trial.obs, rewards, ends, trial.values, following)
+        values, following = self.baseline(trial.obs, rewards, ends, trial.values, following, trial.valid)
         return gae(rewards, values, following, ends, self.cfg.gamma, self.cfg.gae_lambda)
 
     def loss(self, trial: Trial, advantages: torch.Tensor, returns: torch.Tensor) -> tuple[torch.Tensor, dict]:

@@ -45,3 +45,20 @@ def test_time_restarts_after_an_episode_ends_within_the_rollout():
     values, next_values = linear_values(torch.cat([obs, obs]), torch.cat([rewards, rewards]), ends2, gamma=0.9)
     torch.testing.assert_close(values[:6], values[6:], atol=1e-5, rtol=0)
     assert (next_values[5] == 0).all() and (next_values[-1] == 0).all()
+
+
+def test_steps_that_are_not_valid_stay_out_of_the_fit():
+    # A world that ended its episodes early waits: what its observations and rewards say then must not move the fit
+    # of the steps it acted in, and without the mask it does.
+    obs, rewards, ends = _rollout()
+    ends[7] = True  # every world's episode ends at step 7; the steps after it wait
+    valid = torch.ones_like(ends)
+    valid[8:] = False
+    values, _ = linear_values(obs, rewards, ends, gamma=0.99, valid=valid)
+    noisy_obs, noisy_rewards = obs.clone(), rewards.clone()
+    noisy_obs[8:] += 5 * torch.randn_like(noisy_obs[8:])
+    noisy_rewards[8:] += 50
+    masked, _ = linear_values(noisy_obs, noisy_rewards, ends, gamma=0.99, valid=valid)
+    unmasked, _ = linear_values(noisy_obs, noisy_rewards, ends, gamma=0.99)
+    torch.testing.assert_close(masked[:8], values[:8])
+    assert not torch.allclose(unmasked[:8], values[:8], atol=1e-3)
