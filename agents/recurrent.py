@@ -110,6 +110,8 @@ class Trial(NamedTuple):
     rewards: torch.Tensor
     valid: torch.Tensor
     """Bool ``[T, n, E]``: the step belongs to the world's trial (a world whose episodes ended early waits, frozen)."""
+    episode_ends: torch.Tensor
+    """Bool ``[T, n, E]``: one of the world's episodes ends at this step (its trial's last included)."""
     ends: torch.Tensor
     """Bool ``[T, n, E]``: the world's trial ends at this step."""
     last: torch.Tensor
@@ -117,13 +119,6 @@ class Trial(NamedTuple):
     stats: dict[str, torch.Tensor]
     """Per task: ``return``, ``success``, ``length`` (means over every episode, ``[n]``) and ``episode_return``,
     ``episode_success``, ``episode_length`` of the trial's ``i``-th episode (means over worlds, ``[n, N]``)."""
-
-
-def episode_ends(trial: Trial) -> torch.Tensor:
-    """Bool ``[T, n, E]``: the step ends one of the trial's episodes (the next step's episode-start flag, the last
-    of the memory's inputs, or the trial's end)."""
-    starts = trial.raw_obs[..., -1] > 0.5
-    return torch.cat([starts[1:], torch.ones_like(starts[:1])]) | trial.ends
 
 
 @torch.no_grad()
@@ -161,8 +156,7 @@ def collect_trial(
         "hidden": torch.zeros(steps, n, e, m),
         "actions": torch.zeros(steps, n, e, a_dim),
         **{k: torch.zeros(steps, n, e) for k in ("log_probs", "values", "rewards")},
-        "valid": torch.zeros(steps, n, e, dtype=torch.bool),
-        "ends": torch.zeros(steps, n, e, dtype=torch.bool),
+        **{k: torch.zeros(steps, n, e, dtype=torch.bool) for k in ("valid", "episode_ends", "ends")},
     }
     done_episodes = torch.zeros(n, e, dtype=torch.long)
     running = torch.zeros(n, e, dtype=torch.float64)
@@ -183,6 +177,7 @@ def collect_trial(
         obs, r, terminated, truncated, info = env.step(act)
         buf["rewards"][t] = r
         done = (terminated | truncated) & active
+        buf["episode_ends"][t] = done
         running += r
         length += 1
         if done.any():

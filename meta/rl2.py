@@ -15,14 +15,7 @@ from agents.gae import gae
 from agents.inner_loop import Adaptation
 from agents.normalizer import ObsNormalizer
 from agents.policy import Params
-from agents.recurrent import (
-    MemoryAdaptation,
-    RecurrentActorCritic,
-    Trial,
-    episode_ends,
-    init_recurrent_params,
-    recurrent_ppo_loss,
-)
+from agents.recurrent import MemoryAdaptation, RecurrentActorCritic, Trial, init_recurrent_params, recurrent_ppo_loss
 from envs.family import Family
 from meta.config import loss_weights
 from meta.in_context import InContextLearner
@@ -45,7 +38,7 @@ class RL2(InContextLearner):
         without ``gae_across_episodes``, 0 after each episode); baselined by ``critic`` (a linear fit reads the step
         within the span GAE runs over as its time)."""
         rewards = self.scaled(trial.rewards, trial.valid)
-        ends = trial.ends if self.cfg.gae_across_episodes else episode_ends(trial)
+        ends = trial.ends if self.cfg.gae_across_episodes else trial.episode_ends
         following = torch.cat([trial.values[1:], torch.zeros_like(trial.values[:1])]) * ~ends
         values, following = self.baseline(trial.obs, rewards, ends, trial.values, following, trial.valid)
         return gae(rewards, values, following, ends, self.cfg.gamma, self.cfg.gae_lambda)

@@ -8,7 +8,6 @@ import dataclasses
 import pytest
 import torch
 
-from agents.recurrent import episode_ends
 from envs.vec_env import TaskVecEnv
 from meta.algorithms import build
 from meta.config import TrainConfig, family_of
@@ -72,8 +71,7 @@ def test_rl2_without_gae_across_episodes_stops_each_episodes_advantages_at_its_e
     family = family_of(cfg)
     env = TaskVecEnv(family, family.sample(0, 2), 2)
     (trial,) = learner.gather(env, normalizer, torch.Generator().manual_seed(0), (1, 2)).contribution.rollouts
-    ends = episode_ends(trial)
-    first_episode_end = ends & ~trial.ends
+    first_episode_end = trial.episode_ends & ~trial.ends
     assert first_episode_end.any()  # every world's first episode ends inside its trial
     statistics = learner.returns.state_dict()
     for across in (True, False):
